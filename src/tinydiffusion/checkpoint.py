@@ -1,0 +1,117 @@
+"""Run directories: config.json, model/EMA weights as safetensors, and a separate training-state file.
+
+Every file is written atomically (temporary file, then rename), so an interrupted write never destroys
+the previous checkpoint. Nothing is pickled: weights are safetensors; the training state holds only
+tensors and numbers and is loaded with torch.load(weights_only=True).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import Config, load_config
+from .errors import UserError
+from .models import build_model
+from .schedules import make_schedule
+
+MODEL, EMA, STATE, CONFIG = "model.safetensors", "ema.safetensors", "train_state.pt", "config.json"
+META = "meta.json"  # what the weights need beyond the config: image shape, classes, step
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path onto path; path is untouched if anything fails."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise UserError(f"Cannot write to {path.parent} ({e.strerror}); choose a writable output path.") from None
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(run_dir: Path, cfg: Config, meta: dict, model, ema, optimizer, state: dict) -> None:
+    """Weights (model, EMA), the training state (optimiser, step, RNG, ...), config.json and meta.json."""
+    run_dir = Path(run_dir)
+    atomic_write(run_dir / MODEL, lambda tmp: save_file(_tensors(model), tmp))
+    if ema is not None:
+        atomic_write(run_dir / EMA, lambda tmp: save_file(_tensors(ema), tmp))
+    atomic_write(run_dir / STATE, lambda tmp: torch.save({**state, "optimizer": optimizer.state_dict()}, tmp))
+    write_text(run_dir / CONFIG, cfg.to_json())
+    write_text(run_dir / META, json.dumps(meta, indent=2))
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    """Load a safetensors file into module, with one clear sentence for a missing, corrupt or foreign file."""
+    if not Path(path).exists():
+        raise UserError(f"No checkpoint at {path}; train first (`tinydiffusion train ... --out {Path(path).parent}`).")
+    try:
+        module.load_state_dict(load_file(str(path)))
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path} is not a readable safetensors checkpoint ({e}).") from None
+    except RuntimeError:
+        raise UserError(f"{path} does not match the model in {Path(path).parent / CONFIG} "
+                        "(different architecture or size).") from None
+
+
+def load_train_state(run_dir: Path) -> dict:
+    path = Path(run_dir) / STATE
+    if not path.exists():
+        raise UserError(f"No training state in {run_dir}; cannot resume. Start a new run without --resume.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise UserError(f"{path} is corrupt or not a tinydiffusion training state ({type(e).__name__}).") from None
+
+
+def load_meta(run_dir: Path) -> dict:
+    try:
+        meta = json.loads((Path(run_dir) / META).read_text())
+        tuple(meta["shape"])
+        return meta
+    except FileNotFoundError:
+        raise UserError(f"No checkpoint in {run_dir} (meta.json is missing); train first or pick another run.") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{Path(run_dir) / META} is damaged; it should list the image shape.") from None
+
+
+def model_from_config(cfg: Config, shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    C, H, _ = shape
+    return build_model(cfg.model.name, C, H, num_classes, **cfg.model.overrides())
+
+
+def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu"):
+    """(cfg, net, schedule, meta) of a trained run; net in eval mode, EMA weights when they exist."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"Run directory {run_dir} does not exist.")
+    cfg = load_config(run_dir / CONFIG)
+    meta = load_meta(run_dir)
+    net = model_from_config(cfg, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
+    weights = run_dir / EMA if use_ema and (run_dir / EMA).exists() else run_dir / MODEL
+    load_weights(net, weights)
+    return cfg, net.to(device).eval(), make_schedule(cfg.diffusion.schedule, cfg.diffusion.T), meta

@@ -1,0 +1,151 @@
+"""The `tinydiffusion` command. It only maps flags onto configs and calls the library; errors a user can fix
+are printed as one sentence with exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import UserError
+
+
+# ------------------------------------------------------------------------------------------------ train
+def add_train(sub):
+    p = sub.add_parser("train", help="train a denoiser from a preset")
+    p.add_argument("--preset", help="a preset name (see `tinydiffusion presets`); not needed with --resume")
+    p.add_argument("--out", type=Path, help="run directory (default runs/PRESET)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="train for this many minutes of wall-clock")
+    budget.add_argument("--steps", type=int, help="train for this many optimiser steps")
+    budget.add_argument("--epochs", type=float, help="train for this many passes over the data")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args):
+    from .config import apply_overrides, get_preset, load_config
+    from .train import train
+
+    if args.resume:
+        if args.out is None:
+            raise UserError("--resume needs --out DIR, the run to continue.")
+        cfg = load_config(args.out / "config.json")
+    else:
+        if not args.preset:
+            raise UserError("Give --preset NAME (see `tinydiffusion presets`), or --resume with --out DIR.")
+        cfg = get_preset(args.preset)
+    cfg = apply_overrides(cfg, args.overrides)
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
+    if any(v is not None for v in (args.minutes, args.steps, args.epochs)):
+        cfg = replace(cfg, train=replace(cfg.train, minutes=args.minutes or 0, steps=args.steps or 0,
+                                         epochs=args.epochs or 0))
+    out = args.out or Path("runs") / args.preset
+    summary = train(cfg, out, device=args.device, resume=args.resume, quiet=args.quiet)
+    print(f"trained {summary['steps']} steps in {summary['elapsed_s'] / 60:.1f} min "
+          f"({summary['img_per_s']:.0f} img/s, {summary['parameters'] / 1e6:.2f}M params), "
+          f"last loss {summary['loss']:.4f}; run in {out}")
+
+
+# ----------------------------------------------------------------------------------------------- sample
+def add_sample(sub):
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("--run", type=Path, required=True, help="a run directory written by `train`")
+    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--sampler", help="sampler name (default: the run's; see `tinydiffusion list samplers`)")
+    p.add_argument("--steps", type=int, help="number of denoising steps (NFE budget)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--out", type=Path, required=True, help="FILE.npz (images in [0, 1]) or FILE.png (a grid)")
+    p.set_defaults(func=run_sample)
+
+
+def run_sample(args):
+    from .generate import sample_run, save_samples
+    from .train import resolve_device
+
+    if args.n < 1 or args.batch_size < 1:
+        raise UserError("--n and --batch-size must be at least 1.")
+    if args.out.suffix not in (".npz", ".png"):
+        raise UserError(f"--out {args.out} must end in .npz (arrays) or .png (a grid).")
+    start = time.perf_counter()
+    images = sample_run(args.run, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                        batch_size=args.batch_size, device=resolve_device(args.device), use_ema=not args.raw)
+    seconds = time.perf_counter() - start
+    save_samples(images, args.out)
+    print(f"wrote {args.n} samples to {args.out} in {seconds:.2f} s ({seconds / args.n * 1000:.1f} ms/image)")
+
+
+# ---------------------------------------------------------------------------------------------- listing
+def add_lists(sub):
+    p = sub.add_parser("presets", help="list the training presets")
+    p.set_defaults(func=lambda a: _print_rows({k: v[0] for k, v in _registries()["presets"].items()}))
+    p = sub.add_parser("list", help="list the registered models, samplers, schedules, datasets or presets")
+    p.add_argument("kind", choices=["models", "samplers", "schedules", "datasets", "presets"])
+    p.set_defaults(func=run_list)
+
+
+def _registries():
+    from .config import PRESETS
+    from .data import DATASETS
+    from .models import DESCRIPTIONS
+    from .samplers import SAMPLERS
+    from .schedules import SCHEDULES
+
+    def first_line(f):
+        return (f.__doc__ or "").strip().splitlines()[0] if f.__doc__ else ""
+
+    return {"presets": PRESETS, "models": DESCRIPTIONS,
+            "samplers": {k: first_line(f) for k, f in SAMPLERS.items()},
+            "schedules": {k: first_line(f) for k, f in SCHEDULES.items()},
+            "datasets": {k: first_line(f) for k, f in DATASETS.items()}}
+
+
+def run_list(args):
+    items = _registries()[args.kind]
+    _print_rows({k: v[0] if isinstance(v, tuple) else v for k, v in items.items()})
+
+
+def _print_rows(rows: dict):
+    width = max(map(len, rows)) + 2
+    for name, text in rows.items():
+        print(f"{name:<{width}}{text}")
+
+
+# ------------------------------------------------------------------------------------------------- main
+COMMANDS = [add_train, add_sample, add_lists]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinydiffusion", description="Diffusion models from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; a training run continues with `tinydiffusion train --out DIR --resume`.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

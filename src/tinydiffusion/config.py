@@ -1,0 +1,172 @@
+"""Typed, frozen run configurations, the named presets, and `--set section.key=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"  # a registered dataset (see `tinydiffusion data`), or a path
+    path: str = ""  # where a dataset that does not ship in a package lives on disk
+    hflip: bool = False  # random horizontal flips (not for digits)
+    conditional: bool = False  # give the model the class labels
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "unet"  # a registered denoiser (see `tinydiffusion models`)
+    # Optional overrides of the registered size; None keeps the registry's value.
+    channels: int | None = None
+    channel_mult: tuple[int, ...] | None = None
+    num_res_blocks: int | None = None
+    attention_resolutions: tuple[int, ...] | None = None
+    dropout: float | None = None
+    norm_kind: str | None = None
+
+    def overrides(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = "linear"  # linear | cosine
+    T: int = 1000
+    prediction: str = "eps"  # eps | x0 | v
+    weighting: str = "none"  # none | min-snr
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    optimizer: str = "adamw"  # adam | adamw
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_decay: str = "none"  # none | cosine (over the budget, by steps or by minutes)
+    grad_clip: float = 1.0  # 0 = off
+    ema_decay: float = 0.9999  # 0 = no EMA (sample from the raw weights)
+    ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step))
+    bf16: bool = False  # bfloat16 autocast (fast on CPUs with AVX-512 BF16 and on GPUs)
+    channels_last: bool = False
+    label_dropout: float = 0.1  # conditional models: fraction of labels replaced by the null label
+    epochs: float = 0  # budget: whichever of epochs, steps, minutes is set (the CLI flags override)
+    steps: int = 0
+    minutes: float = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    sample_every: int = 0  # 0 = a grid at each checkpoint only
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = "ddpm"
+    steps: int = 1000
+    spacing: str = "uniform"
+    variance: str = "small"  # ddpm: small = beta_tilde (posterior), large = beta
+    clip_x0: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        try:
+            sections = {f.name: _build(f.type, d.get(f.name, {})) for f in dataclasses.fields(cls) if f.name != "seed"}
+            return cls(**sections, seed=int(d.get("seed", 0)))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"The run's config.json does not match this version of tinydiffusion ({e}).") from None
+
+
+def _build(section_type, values: dict):
+    cls = {c.__name__: c for c in (DataConfig, ModelConfig, DiffusionConfig, TrainConfig, SampleConfig)}[
+        section_type if isinstance(section_type, str) else section_type.__name__]
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in hints})
+
+
+def load_config(path: Path) -> Config:
+    try:
+        return Config.from_dict(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise UserError(f"No config.json in {Path(path).parent}; is it a tinydiffusion run directory?") from None
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not valid JSON; the run directory is damaged.") from None
+
+
+# --------------------------------------------------------------------------------------------- presets
+PRESETS: dict[str, tuple[str, Config]] = {
+    "mnist-seed": ("the lesson's recipe exactly: seed-unet, linear T=1000, Adam 2e-4, batch 128, 20 epochs, "
+                   "1000-step ancestral sampling with sigma^2 = beta",
+                   Config(model=ModelConfig(name="seed-unet"),
+                          train=TrainConfig(optimizer="adam", lr=2e-4, grad_clip=0.0, ema_decay=0.0, epochs=20),
+                          sample=SampleConfig(sampler="ddpm", steps=1000, variance="large", clip_x0=False))),
+    "mnist": ("the project's default for a 2-core CPU: a small U-Net, AdamW with warm-up and cosine decay, "
+              "EMA, bf16, 10 minutes",
+              Config(model=ModelConfig(name="unet-small"),
+                     train=TrainConfig(lr=1e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
+                                       bf16=True, minutes=10, checkpoint_every=500),
+                     sample=SampleConfig(sampler="ddpm", steps=1000))),
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"Unknown preset '{name}'; choose one of: {', '.join(PRESETS)} (see `tinydiffusion presets`).")
+    return PRESETS[name][1]
+
+
+def _parse(value: str, tp, key: str):
+    """Parse a --set value by the field's annotation: int, float, bool, str, tuple[int, ...], or X | None."""
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if value.lower() in ("none", "null", ""):
+            return None
+        tp = next(a for a in args if a is not type(None))
+    try:
+        if typing.get_origin(tp) is tuple:
+            return tuple(int(v) for v in value.replace("(", "").replace(")", "").split(",") if v.strip())
+        if tp is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        return tp(value)
+    except ValueError:
+        name = getattr(tp, "__name__", str(tp))
+        raise UserError(f"--set {key}={value}: expected a value of type {name}.") from None
+
+
+def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
+    """Apply ["train.lr=1e-3", "model.channels=48", "seed=3"] to cfg, validating every name and type."""
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects key=value (like train.lr=1e-3), got '{item}'.")
+        if key == "seed":
+            cfg = replace(cfg, seed=_parse(value, int, key))
+            continue
+        section, _, name = key.partition(".")
+        sections = [f.name for f in dataclasses.fields(cfg) if f.name != "seed"]
+        if section not in sections:
+            raise UserError(f"--set {key}: unknown section '{section}'; choose one of: {', '.join(sections)}, seed.")
+        sub = getattr(cfg, section)
+        hints = typing.get_type_hints(type(sub))
+        if name not in hints:
+            raise UserError(f"--set {key}: '{section}' has no key '{name}'; it has: {', '.join(hints)}.")
+        cfg = replace(cfg, **{section: replace(sub, **{name: _parse(value, hints[name], key)})})
+    return cfg

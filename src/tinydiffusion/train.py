@@ -1,0 +1,182 @@
+"""train(cfg): data -> t -> noise -> loss -> step -> EMA -> log -> checkpoint, top to bottom."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CONFIG, load_train_state, load_weights, EMA, MODEL, model_from_config, save_checkpoint
+from .config import Config
+from .data import Batches, load_dataset, to_model_range
+from .errors import UserError
+from .generate import generate, save_samples
+from .models import count_parameters
+from .objectives import diffusion_loss
+from .schedules import make_schedule
+
+
+def lr_at(cfg, step: int, progress: float) -> float:
+    """Linear warm-up over warmup_steps, then constant or cosine decay to 0 over the budget (progress in [0, 1])."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) if cfg.lr_decay == "cosine" else 1.0
+    return cfg.lr * warm * decay
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm statistics) are copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available() or name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name} is not available on this machine; use --device cpu or auto.")
+    if name not in ("cpu", "cuda", "mps"):
+        raise UserError(f"Unknown device '{name}'; choose auto, cpu, cuda or mps.")
+    return torch.device(name)
+
+
+def budget(cfg: Config, steps_per_epoch: int) -> tuple[int | None, float | None]:
+    """(max steps, max seconds) from whichever of train.steps / epochs / minutes is set."""
+    tc = cfg.train
+    steps = tc.steps or (math.ceil(tc.epochs * steps_per_epoch) if tc.epochs else None)
+    seconds = tc.minutes * 60 if tc.minutes else None
+    if steps is None and seconds is None:
+        raise UserError("No training budget: give --minutes, --steps or --epochs.")
+    return steps, seconds
+
+
+def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, quiet: bool = False) -> dict:
+    """Train a denoiser with cfg, writing the run to `out`. Returns a summary dict."""
+    out, dev = Path(out), resolve_device(device)
+    if resume and not (out / CONFIG).exists():
+        raise UserError(f"Nothing to resume in {out}: it has no checkpoint. Start a new run without --resume.")
+    if not resume and (out / CONFIG).exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
+    tc = cfg.train
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)  # t, noise, label dropout, flips
+
+    # 1. data, model, EMA, optimiser, schedule
+    data = load_dataset(cfg.data.name, "train", cfg.data.path)
+    num_classes = data.num_classes if cfg.data.conditional else 0
+    if cfg.data.conditional and not num_classes:
+        raise UserError(f"Dataset '{data.name}' has no labels; set data.conditional=false.")
+    meta = dict(dataset=data.name, shape=list(data.shape), num_classes=num_classes, class_names=data.class_names)
+    batches = Batches(len(data), tc.batch_size, cfg.seed)
+    max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
+    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    model = model_from_config(cfg, data.shape, num_classes).to(dev)
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    ema = copy.deepcopy(model).requires_grad_(False).eval() if tc.ema_decay > 0 else None
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(tc.optimizer)
+    if opt_cls is None:
+        raise UserError(f"Unknown optimizer '{tc.optimizer}'; choose adam or adamw.")
+    optimizer = opt_cls(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    step, elapsed = 0, 0.0
+    if resume:
+        state = load_train_state(out)
+        load_weights(model, out / MODEL)
+        if ema is not None:
+            load_weights(ema, out / EMA)
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        _truncate_metrics(out / "metrics.jsonl", step)
+    meta["parameters"] = count_parameters(model)
+
+    def checkpoint():
+        meta["step"] = step
+        save_checkpoint(out, cfg, meta, model, ema, optimizer, dict(
+            step=step, elapsed=elapsed, generator=g.get_state(), torch_rng=torch.get_rng_state()))
+
+    def sample_grid():
+        net = (ema or model).eval()
+        gs = torch.Generator().manual_seed(cfg.seed)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=tc.bf16):
+            x = generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, data.shape, generator=gs,
+                         device=dev, cond=torch.arange(64) % num_classes if num_classes else None)
+        model.train()
+        save_samples(x, out / "samples" / f"step_{step:07d}.png")
+
+    checkpoint()  # fails early (unwritable --out) before any time is spent
+    bar = tqdm(total=max_steps or round(max_seconds), initial=step if max_steps else round(elapsed),
+               unit="step" if max_steps else "s", disable=quiet, dynamic_ncols=True)
+    model.train()
+    (out / "metrics.jsonl").touch()
+    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+
+    # 2. the loop
+    while (max_steps is None or step < max_steps) and (max_seconds is None or elapsed < max_seconds):
+        t0 = time.perf_counter()
+        progress = max(step / max_steps if max_steps else 0.0, elapsed / max_seconds if max_seconds else 0.0)
+        lr = lr_at(tc, step, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = batches.indices(step)
+        x0 = to_model_range(data.images[idx]).to(dev, memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
+        if cfg.data.hflip:
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x0[flip.to(dev)] = x0[flip.to(dev)].flip(-1)
+        cond = None
+        if num_classes:
+            cond = data.labels[idx].clone()
+            cond[torch.rand(len(idx), generator=g) < tc.label_dropout] = num_classes  # null label
+            cond = cond.to(dev)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=tc.bf16):
+            loss = diffusion_loss(model, schedule, x0, prediction=cfg.diffusion.prediction,
+                                  weighting=cfg.diffusion.weighting, cond=cond, generator=g).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        step += 1
+        if ema is not None:
+            decay = min(tc.ema_decay, (1 + step) / (10 + step)) if tc.ema_warmup else tc.ema_decay
+            update_ema(ema, model, decay)
+        if not math.isfinite(loss.item()):
+            raise UserError(f"The loss became {loss.item()} at step {step}; lower train.lr or enable train.grad_clip.")
+
+        # 3. log, checkpoint, pictures
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        window_loss, window_n = window_loss + loss.item(), window_n + 1
+        bar.update(1 if max_steps else min(dt, max(0.0, (max_seconds or 0) - bar.n)))
+        if step % tc.log_every == 0 or step == max_steps:
+            now = time.perf_counter()
+            row = dict(step=step, loss=window_loss / window_n, lr=lr, img_per_s=window_n * tc.batch_size / (now - window_t),
+                       elapsed_s=round(elapsed, 2), epoch=round(step / batches.steps_per_epoch, 3))
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", step=step, img_s=f"{row['img_per_s']:.0f}")
+            window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+        if step % tc.checkpoint_every == 0:
+            checkpoint()
+        if tc.sample_every and step % tc.sample_every == 0:
+            sample_grid()
+            window_t = time.perf_counter()
+    bar.close()
+    checkpoint()
+    sample_grid()
+    return dict(steps=step, elapsed_s=elapsed, loss=loss.item() if step else float("nan"),
+                img_per_s=step * tc.batch_size / elapsed if elapsed else 0.0, parameters=meta["parameters"])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint we resume from (they will be written again)."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
