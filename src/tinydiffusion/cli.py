@@ -121,8 +121,21 @@ def _print_rows(rows: dict):
         print(f"{name:<{width}}{text}")
 
 
+# ------------------------------------------------------------------------------------------- experiment
+def add_experiment(sub):
+    from .experiments import EXPERIMENTS, load
+
+    p = sub.add_parser("experiment", help="run an experiment and write a report folder")
+    exp = p.add_subparsers(dest="experiment", required=True)
+    for name, (_, description) in EXPERIMENTS.items():
+        q = exp.add_parser(name, help=description)
+        load(name).add_arguments(q)
+        q.set_defaults(func=lambda a, name=name: print(f"report written to {load(name).run(a)}/report.md"))
+
+
 # ------------------------------------------------------------------------------------------------- main
-COMMANDS = [add_train, add_sample, add_lists]
+# Each entry adds one subcommand; later capabilities put theirs in their own module and list it here.
+COMMANDS = [add_train, add_sample, add_lists, add_experiment]
 
 
 def build_parser() -> argparse.ArgumentParser:
