@@ -16,9 +16,10 @@ from .errors import UserError
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """Linear schedule, Ho et al. 2020 sec. 4: beta from 1e-4 to 0.02 for T = 1000, rescaled for other T."""
-    scale = 1000.0 / T  # keeps alpha_bar[T-1] close to the T = 1000 value (Nichol & Dhariwal 2021, sec. 3.2)
-    return torch.linspace(beta_start * scale, beta_end * scale, T, dtype=torch.float64)
+    """Linear schedule, Ho et al. 2020 sec. 4: beta from 1e-4 to 0.02 for T = 1000, scaled by 1000/T for other T
+    so the chain still ends near pure noise (Nichol & Dhariwal 2021, sec. 3.2); clipped at 0.999 for tiny T."""
+    scale = 1000.0 / T
+    return torch.linspace(beta_start * scale, beta_end * scale, T, dtype=torch.float64).clamp(max=0.999)
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import CONFIG, load_train_state, load_weights, EMA, MODEL, model_from_config, save_checkpoint
+from .captions import caption_bank
 from .config import Config
 from .data import Batches, load_dataset, to_model_range
 from .errors import UserError
@@ -56,9 +57,30 @@ def budget(cfg: Config, steps_per_epoch: int) -> tuple[int | None, float | None]
     return steps, seconds
 
 
+def check_config(cfg: Config) -> None:
+    """Fail on unknown names before any data is loaded or time is spent."""
+    from .denoiser import check_prediction
+    from .models import MODELS
+    from .objectives import WEIGHTINGS
+    from .samplers import get_sampler
+    from .schedules import SCHEDULES
+
+    if cfg.model.name not in MODELS:
+        raise UserError(f"Unknown model '{cfg.model.name}'; choose one of: {', '.join(MODELS)}.")
+    if cfg.diffusion.schedule not in SCHEDULES:
+        raise UserError(f"Unknown schedule '{cfg.diffusion.schedule}'; choose one of: {', '.join(SCHEDULES)}.")
+    if cfg.diffusion.weighting not in WEIGHTINGS:
+        raise UserError(f"Unknown loss weighting '{cfg.diffusion.weighting}'; choose one of: {', '.join(WEIGHTINGS)}.")
+    if cfg.train.optimizer not in ("adam", "adamw"):
+        raise UserError(f"Unknown optimizer '{cfg.train.optimizer}'; choose adam or adamw.")
+    check_prediction(cfg.diffusion.prediction)
+    get_sampler(cfg.sample.sampler)
+
+
 def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, quiet: bool = False) -> dict:
     """Train a denoiser with cfg, writing the run to `out`. Returns a summary dict."""
     out, dev = Path(out), resolve_device(device)
+    check_config(cfg)
     if resume and not (out / CONFIG).exists():
         raise UserError(f"Nothing to resume in {out}: it has no checkpoint. Start a new run without --resume.")
     if not resume and (out / CONFIG).exists():
@@ -72,6 +94,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     num_classes = data.num_classes if cfg.data.conditional else 0
     if cfg.data.conditional and not num_classes:
         raise UserError(f"Dataset '{data.name}' has no labels; set data.conditional=false.")
+    captions = caption_bank(cfg, data) if cfg.data.text else None  # every distinct caption encoded once
     meta = dict(dataset=data.name, shape=list(data.shape), num_classes=num_classes, class_names=data.class_names)
     batches = Batches(len(data), tc.batch_size, cfg.seed)
     max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
@@ -80,9 +103,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     ema = copy.deepcopy(model).requires_grad_(False).eval() if tc.ema_decay > 0 else None
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(tc.optimizer)
-    if opt_cls is None:
-        raise UserError(f"Unknown optimizer '{tc.optimizer}'; choose adam or adamw.")
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[tc.optimizer]
     optimizer = opt_cls(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step, elapsed = 0, 0.0
     if resume:
@@ -107,7 +128,8 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
         gs = torch.Generator().manual_seed(cfg.seed)
         with torch.autocast(dev.type, torch.bfloat16, enabled=tc.bf16):
             x = generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, data.shape, generator=gs,
-                         device=dev, cond=torch.arange(64) % num_classes if num_classes else None)
+                         device=dev, cond=torch.arange(64) % num_classes if num_classes else
+                         captions.class_context(torch.arange(64) % 10) if captions else None)
         model.train()
         save_samples(x, out / "samples" / f"step_{step:07d}.png")
 
@@ -135,6 +157,8 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
             cond = data.labels[idx].clone()
             cond[torch.rand(len(idx), generator=g) < tc.label_dropout] = num_classes  # null label
             cond = cond.to(dev)
+        if captions is not None:
+            cond = captions.batch(idx, g, tc.label_dropout).to(dev)  # dropped captions = the empty prompt
         with torch.autocast(dev.type, torch.bfloat16, enabled=tc.bf16):
             loss = diffusion_loss(model, schedule, x0, prediction=cfg.diffusion.prediction,
                                   weighting=cfg.diffusion.weighting, cond=cond, generator=g).mean()
@@ -167,6 +191,11 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
             checkpoint()
         if tc.sample_every and step % tc.sample_every == 0:
             sample_grid()
+            window_t = time.perf_counter()
+        if tc.eval_every and step % tc.eval_every == 0:
+            from .evaluate import evaluate_during_training  # lazy: evaluation is optional
+            evaluate_during_training(ema or model, schedule, cfg, meta, step, out / "metrics.jsonl", dev)
+            model.train()
             window_t = time.perf_counter()
     bar.close()
     checkpoint()

@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny, fast training configurations and one tiny trained run per session."""
+import pytest
+
+from tinydiffusion.config import apply_overrides, get_preset
+from tinydiffusion.train import train
+
+# A model and chain small enough that a few steps take about a second on 2 CPU cores.
+TINY = ["model.name=unet-small", "model.channels=8", "diffusion.T=20", "train.batch_size=8", "train.bf16=false",
+        "train.log_every=2", "train.checkpoint_every=1000", "sample.steps=5", "sample.clip_x0=true"]
+
+
+def tiny_config(*extra: str, steps: int = 4, preset: str = "mnist"):
+    cfg = apply_overrides(get_preset(preset), TINY + list(extra) + [f"train.steps={steps}", "train.minutes=0"])
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run directory trained for 4 steps (checkpoint, EMA, metrics, a sample grid)."""
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(tiny_config(), out, device="cpu", quiet=True)
+    return out
