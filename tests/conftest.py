@@ -1,8 +1,13 @@
 """Shared fixtures: tiny, fast training configurations and one tiny trained run per session."""
 import pytest
+import torch
 
 from tinydiffusion.config import apply_overrides, get_preset
 from tinydiffusion.train import train
+
+# The networks in tests are tiny: one thread is faster than two and immune to oversubscription when the
+# machine is busy (two threads on a loaded 2-core machine ran tests 20-50x slower).
+torch.set_num_threads(1)
 
 # A model and chain small enough that a few steps take about a second on 2 CPU cores.
 TINY = ["model.name=unet-small", "model.channels=8", "diffusion.T=20", "train.batch_size=8", "train.bf16=false",

@@ -8,6 +8,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .cli_data import add_data
+from .cli_viz import add_viz
+from .cli_eval import add_eval
 from .errors import UserError
 
 
@@ -58,31 +61,72 @@ def run_train(args):
 def add_sample(sub):
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("--run", type=Path, required=True, help="a run directory written by `train`")
-    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--n", type=int, default=64, help="number of images (with --classes/--prompt: spread over rows)")
     p.add_argument("--sampler", help="sampler name (default: the run's; see `tinydiffusion list samplers`)")
     p.add_argument("--steps", type=int, help="number of denoising steps (NFE budget)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--class", dest="class_", type=int, metavar="C", help="draw class C (conditional runs)")
+    what.add_argument("--classes", metavar="SPEC", help="a grid with one row per class, e.g. 0-9 or 1,4,7")
+    what.add_argument("--prompt", action="append", metavar="TEXT",
+                      help='a text prompt (text runs), e.g. "a thin seven"; repeat for one row per prompt')
+    p.add_argument("--guidance", type=float, metavar="W",
+                   help="classifier-free guidance scale: 1 = plain conditional, 0 = unconditional, >1 = stronger")
+    p.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+                   help="guidance rescale (Lin et al. 2024) in [0, 1] against over-saturation; 0 = off")
     p.add_argument("--out", type=Path, required=True, help="FILE.npz (images in [0, 1]) or FILE.png (a grid)")
     p.set_defaults(func=run_sample)
 
 
+def parse_classes(spec: str) -> list[int]:
+    """'0-9' -> [0..9]; '1,4,7' -> [1, 4, 7]; '0-2,7' -> [0, 1, 2, 7]."""
+    out = []
+    try:
+        for part in spec.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise UserError(f"--classes {spec}: expected a range like 0-9 or a list like 1,4,7.") from None
+    if not out:
+        raise UserError(f"--classes {spec} names no class.")
+    return out
+
+
 def run_sample(args):
-    from .generate import sample_run, save_samples
+    import torch
+
+    from .generate import sample_conditional, save_labelled_grid, save_samples
     from .train import resolve_device
 
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be at least 1.")
     if args.out.suffix not in (".npz", ".png"):
         raise UserError(f"--out {args.out} must end in .npz (arrays) or .png (a grid).")
+    if args.guidance_rescale and args.guidance is None:
+        raise UserError("--guidance-rescale only applies with --guidance W.")
+    rows = parse_classes(args.classes) if args.classes else args.prompt  # one grid row per class or prompt
+    n = max(1, args.n // len(rows)) * len(rows) if rows else args.n
+    labels = prompts = None
+    if args.class_ is not None:
+        labels = torch.full((n,), args.class_)
+    elif args.classes:
+        labels = torch.tensor(rows).repeat_interleave(n // len(rows))  # (rows,) -> (n,): row-major grid
+    elif args.prompt:
+        prompts = [p for p in rows for _ in range(n // len(rows))]
     start = time.perf_counter()
-    images = sample_run(args.run, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                        batch_size=args.batch_size, device=resolve_device(args.device), use_ema=not args.raw)
+    images, labels = sample_conditional(
+        args.run, n, sampler=args.sampler, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+        device=resolve_device(args.device), use_ema=not args.raw, labels=labels, prompts=prompts,
+        guidance=args.guidance, guidance_rescale=args.guidance_rescale)
     seconds = time.perf_counter() - start
-    save_samples(images, args.out)
-    print(f"wrote {args.n} samples to {args.out} in {seconds:.2f} s ({seconds / args.n * 1000:.1f} ms/image)")
+    if rows and args.out.suffix == ".png":
+        save_labelled_grid(images, args.out, [str(r) for r in rows])
+    else:
+        save_samples(images, args.out, labels)
+    print(f"wrote {n} samples to {args.out} in {seconds:.2f} s ({seconds / n * 1000:.1f} ms/image)")
 
 
 # ---------------------------------------------------------------------------------------------- listing
@@ -135,7 +179,7 @@ def add_experiment(sub):
 
 # ------------------------------------------------------------------------------------------------- main
 # Each entry adds one subcommand; later capabilities put theirs in their own module and list it here.
-COMMANDS = [add_train, add_sample, add_lists, add_experiment]
+COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

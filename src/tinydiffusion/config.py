@@ -16,6 +16,9 @@ class DataConfig:
     path: str = ""  # where a dataset that does not ship in a package lives on disk
     hflip: bool = False  # random horizontal flips (not for digits)
     conditional: bool = False  # give the model the class labels
+    text: bool = False  # give the model captions made from the data, as MiniLM token states (see captions.py)
+    image_size: int = 0  # resize (shorter side) + centre-crop to this; 0 = native (32 for image folders)
+    channels: int = 0  # 1 = grayscale, 3 = RGB, 0 = as stored (folders: RGB unless every file is gray)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class ModelConfig:
     attention_resolutions: tuple[int, ...] | None = None
     dropout: float | None = None
     norm_kind: str | None = None
+    context_dim: int | None = None  # text models: width of the token states cross-attention reads (384)
 
     def overrides(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
@@ -61,14 +65,17 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     sample_every: int = 0  # 0 = a grid at each checkpoint only
+    eval_every: int = 0  # sample-quality metrics (evaluate.py) every K steps; 0 = off (minutes per eval on a CPU)
+    eval_n: int = 1000  # samples per evaluation
 
 
 @dataclass(frozen=True)
 class SampleConfig:
     sampler: str = "ddpm"
     steps: int = 1000
-    spacing: str = "uniform"
+    spacing: str = "uniform"  # uniform | trailing | quadratic | karras | logsnr (see timesteps.py)
     variance: str = "small"  # ddpm: small = beta_tilde (posterior), large = beta
+    eta: float = 0.0  # ddim: 0 = deterministic, 1 = ancestral (DDPM's posterior noise)
     clip_x0: bool = True
 
 
@@ -122,7 +129,40 @@ PRESETS: dict[str, tuple[str, Config]] = {
                      train=TrainConfig(lr=1e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
                                        bf16=True, minutes=10, checkpoint_every=500),
                      sample=SampleConfig(sampler="ddpm", steps=1000))),
+    "mnist-class": ("'mnist' with class labels: label embedding + 10 % label dropout, for classifier-free guidance",
+                    Config(data=DataConfig(conditional=True), model=ModelConfig(name="unet-small"),
+                           train=TrainConfig(lr=1e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
+                                             bf16=True, minutes=10, checkpoint_every=500, label_dropout=0.1),
+                           sample=SampleConfig(sampler="ddpm", steps=1000))),
+    "mnist-text": ("'mnist' with generated captions (label, thickness, slant, size) read by MiniLM; cross-attention "
+                   "at 14 and 7 px, 10 % empty prompts for classifier-free guidance",
+                   Config(data=DataConfig(text=True), model=ModelConfig(name="unet-small", context_dim=384),
+                          train=TrainConfig(lr=1e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
+                                            bf16=True, minutes=10, checkpoint_every=500, label_dropout=0.1),
+                          sample=SampleConfig(sampler="ddpm", steps=1000))),
 }
+PRESETS["fashion"] = (
+    "the mnist recipe on Fashion-MNIST (Debian's dataset-fashion-mnist): small U-Net, 10 minutes on a 2-core CPU",
+    replace(PRESETS["mnist"][1], data=DataConfig(name="fashion")))
+PRESETS["cifar10"] = (
+    "the lesson's Part B, sized for a GPU: CIFAR-10 (data.path or CIFAR10_DIR), unet with 128 channels, cosine "
+    "schedule, flips, Adam 2e-4, batch 128, 100 epochs (39k steps). CPU: ~26 s/step on 2 idle cores "
+    "(52 core-s per batch), ~12 days: run it on a GPU",
+    Config(data=DataConfig(name="cifar10", hflip=True), model=ModelConfig(name="unet", channels=128),
+           diffusion=DiffusionConfig(schedule="cosine"),
+           train=TrainConfig(lr=2e-4, epochs=100, checkpoint_every=5000),
+           sample=SampleConfig(sampler="ddpm", steps=1000)))
+PRESETS["cifar10-ddpm"] = (
+    "the DDPM paper's CIFAR-10 run (Ho et al. 2020): 35.7M unet-large, attention at 16x16, dropout 0.1, linear "
+    "T=1000, Adam 2e-4, batch 128, warm-up 5000, EMA 0.9999, flips, 800k steps. CPU: ~40 s/step on 2 idle "
+    "cores (~80 core-s per batch), ~1 year (the paper: 10.6 h on a TPU v3-8)",
+    Config(data=DataConfig(name="cifar10", hflip=True),
+           model=ModelConfig(name="unet-large", attention_resolutions=(16,), dropout=0.1),
+           diffusion=DiffusionConfig(schedule="linear", T=1000),
+           train=TrainConfig(lr=2e-4, batch_size=128, warmup_steps=5000, ema_decay=0.9999, steps=800_000,
+                             checkpoint_every=10_000),
+           # sigma^2 = beta: the variance of the paper's released CIFAR-10 model
+           sample=SampleConfig(sampler="ddpm", steps=1000, variance="large")))
 
 
 def get_preset(name: str) -> Config:

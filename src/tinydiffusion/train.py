@@ -90,7 +90,8 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     g = torch.Generator().manual_seed(cfg.seed)  # t, noise, label dropout, flips
 
     # 1. data, model, EMA, optimiser, schedule
-    data = load_dataset(cfg.data.name, "train", cfg.data.path)
+    data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
+                        channels=cfg.data.channels)
     num_classes = data.num_classes if cfg.data.conditional else 0
     if cfg.data.conditional and not num_classes:
         raise UserError(f"Dataset '{data.name}' has no labels; set data.conditional=false.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .checkpoint import atomic_write
 
@@ -39,3 +39,60 @@ def save_png(image: Image.Image, path: Path) -> None:
 def save_grid(images01: torch.Tensor, path: Path, nrow: int | None = None, scale: int = 2) -> None:
     """Write a grid of images in [0, 1] as an 8-bit PNG (nearest-neighbour upscaled for small images)."""
     save_png(to_pil(grid_array(images01, nrow, scale=scale)), path)
+
+
+# ------------------------------------------------------------------------------------ text and layout
+def font(size: int = 14) -> ImageFont.FreeTypeFont:
+    """Pillow's built-in scalable font. It has ASCII glyphs only, so figure text spells symbols out
+    (alpha_bar_t, sqrt, eps) the way the code names them."""
+    return ImageFont.load_default(size=size)
+
+
+def wrap(text: str, fnt, width: int) -> list[str]:
+    """Greedy word wrap of text into lines no wider than width pixels (explicit newlines kept)."""
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            trial = f"{line} {word}" if line else word
+            if line and fnt.getlength(trial) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+    return lines
+
+
+def titled(image: Image.Image, title: str = "", caption: str = "", size: int = 18, margin: int = 12) -> Image.Image:
+    """image on a white page with a title above and a wrapped caption (the formula, the reading) below."""
+    width = max(image.width + 2 * margin, 480)
+    f_title, f_cap = font(size), font(max(11, size - 4))
+    title_lines = wrap(title, f_title, width - 2 * margin) if title else []
+    cap_lines = wrap(caption, f_cap, width - 2 * margin) if caption else []
+    th, ch = int(size * 1.35), int((size - 4) * 1.4)
+    height = margin + len(title_lines) * th + margin // 2 + image.height + margin // 2 + len(cap_lines) * ch + margin
+    page = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(page)
+    y = margin
+    for line in title_lines:
+        draw.text((margin, y), line, font=f_title, fill=(0, 0, 0))
+        y += th
+    y += margin // 2
+    page.paste(image.convert("RGB"), ((width - image.width) // 2, y))
+    y += image.height + margin // 2
+    for line in cap_lines:
+        draw.text((margin, y), line, font=f_cap, fill=(60, 60, 60))
+        y += ch
+    return page
+
+
+def hstack(images: list[Image.Image], gap: int = 10) -> Image.Image:
+    """Images side by side on white, top-aligned."""
+    out = Image.new("RGB", (sum(i.width for i in images) + gap * (len(images) - 1), max(i.height for i in images)),
+                    "white")
+    x = 0
+    for im in images:
+        out.paste(im.convert("RGB"), (x, 0))
+        x += im.width + gap
+    return out

@@ -1,0 +1,166 @@
+"""`tinydiffusion bench`: speed and quality of the presets on this machine, side by side with peers.
+
+(a) Throughput: training img/s (forward + backward at the preset's batch size and precision) and sampling
+    img*NFE/s (one denoiser call on a batch of 64) for every model preset and the diffusers peer.
+(b) Quality vs wall-clock: one run per recipe for the longest budget, with the EMA weights (raw weights for
+    recipes without EMA) saved at each mark; each snapshot is sampled and scored with `fd_classifier`
+    against the MNIST test split. Reference: real training digits, same sample count.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from tinydiffusion.checkpoint import load_weights, model_from_config, write_text
+from tinydiffusion.config import PRESETS, apply_overrides, get_preset
+from tinydiffusion.data import load_dataset, to_model_range, to_unit_range
+from tinydiffusion.experiments.report import machine, table
+from tinydiffusion.generate import generate
+from tinydiffusion.models import count_parameters
+from tinydiffusion.objectives import diffusion_loss
+from tinydiffusion.plot import line_plot
+from tinydiffusion.schedules import make_schedule, continuous_time
+from tinydiffusion.train import train
+
+from . import peers
+
+MNIST_PRESETS = ["mnist", "mnist-seed", "mnist-class"]
+
+
+def _time(fn, repeats: int) -> float:
+    """Seconds per call, after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def throughput(name: str, repeats: int) -> dict:
+    """Training img/s and sampling img*NFE/s of a preset's model (or of the diffusers peer)."""
+    g = torch.Generator().manual_seed(0)
+    x = to_model_range(load_dataset("mnist", "test").images[:128])
+    if name == "diffusers":
+        net, fwd = peers.forward_fn()
+        batch, bf16 = 128, False
+    else:
+        cfg = get_preset(name)
+        net = model_from_config(cfg, (1, 28, 28), 10 if cfg.data.conditional else 0)
+        fwd, batch, bf16 = net, cfg.train.batch_size, cfg.train.bf16
+    x = x.repeat(batch // 128 + 1, 1, 1, 1)[:batch]
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+    schedule = make_schedule("linear")
+
+    def train_step():
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            if name == "diffusers":
+                t = torch.randint(0, 1000, (batch,), generator=g)
+                loss = (fwd(x, t).float() - torch.randn(x.shape, generator=g)).pow(2).mean()
+            else:
+                loss = diffusion_loss(net, schedule, x, generator=g).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    x64, t64 = torch.randn(64, 1, 28, 28, generator=g), torch.full((64,), 500)
+
+    @torch.no_grad()
+    def nfe():
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            fwd(x64, t64) if name == "diffusers" else net.eval()(x64, continuous_time(t64, 1000))
+
+    s_train = _time(train_step, repeats)
+    s_nfe = _time(nfe, repeats * 2)
+    return dict(recipe=name, params_M=round(count_parameters(net) / 1e6, 2), batch=batch, bf16=bf16,
+                train_img_s=round(batch / s_train, 1), sample_img_nfe_s=round(64 / s_nfe, 1))
+
+
+def _score(images01: torch.Tensor) -> float:
+    from tinydiffusion.evaluate import evaluate_samples
+    return evaluate_samples(images01, dataset="mnist", metrics=("fd_classifier",))["fd_classifier"]
+
+
+def _evaluate_ours(run: Path, mark: float, n: int, samplers: list[tuple[str, int]]) -> list[dict]:
+    """Score the snapshot of `run` at `mark` minutes with each (sampler, steps)."""
+    from tinydiffusion.checkpoint import load_meta
+    from tinydiffusion.config import load_config
+
+    cfg, meta = load_config(run / "config.json"), load_meta(run)
+    net = model_from_config(cfg, tuple(meta["shape"]), 0)
+    load_weights(net, run / "snapshots" / f"{mark:g}min.safetensors")
+    net.eval()
+    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    rows = []
+    for sampler, steps in samplers:
+        sample_cfg = replace(cfg.sample, sampler=sampler, steps=steps)
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.bf16):
+            x = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, n, (1, 28, 28),
+                         generator=torch.Generator().manual_seed(0))
+        seconds = time.perf_counter() - start
+        rows.append(dict(minutes=mark, sampler=f"{sampler}-{steps}", fd_classifier=_score(to_unit_range(x)),
+                         s_per_64=round(seconds / n * 64, 2)))
+    return rows
+
+
+def quality_vs_time(out: Path, recipes: list[str], marks: list[float], n: int, quick: bool) -> list[dict]:
+    rows = []
+    for recipe in recipes:
+        run = out / "runs" / recipe
+        if recipe == "diffusers":
+            info = peers.train_peer(run, max(marks), marks)
+            samplers = [("ddim", 50 if not quick else 5), ("ddpm", 1000 if not quick else 10)]
+            for mark in marks:
+                for sched, steps in samplers:
+                    start = time.perf_counter()
+                    x = peers.sample_peer(run / f"{mark:g}min.pt", n, sched, steps)
+                    seconds = time.perf_counter() - start
+                    rows.append(dict(recipe=recipe, minutes=mark, sampler=f"{sched}-{steps}",
+                                     fd_classifier=_score(x), s_per_64=round(seconds / n * 64, 2),
+                                     train_steps=info["steps"]))
+            continue
+        cfg = apply_overrides(get_preset(recipe), [f"train.minutes={max(marks)}", "train.steps=0",
+                                                   "train.epochs=0", f"train.snapshot_minutes={','.join(map(str, marks))}"])
+        if quick:
+            cfg = apply_overrides(cfg, ["train.checkpoint_every=100000", "sample.steps=10"])
+        summary = train(cfg, run, device="cpu", quiet=True)
+        default = (cfg.sample.sampler, cfg.sample.steps)
+        samplers = [default] if recipe == "mnist" else [("ddim", 50 if not quick else 5), default]
+        for mark in marks:
+            for r in _evaluate_ours(run, mark, n, samplers):
+                rows.append(dict(recipe=recipe, **r, train_steps=summary["steps"]))
+    return rows
+
+
+def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, marks: list[float] | None = None,
+              n: int = 500) -> Path:
+    out = Path(out)
+    recipes = recipes or ["mnist", "mnist-seed", "diffusers"]
+    marks = marks or ([0.05, 0.1] if quick else [2, 5, 10])
+    n = 32 if quick else n
+    info = machine()
+    print(f"bench on {info['cpu']}, {info['threads']} threads, torch {info['torch']}")
+    speed = [throughput(name, 1 if quick else 5) for name in
+             ([r for r in recipes if r in PRESETS] + (["diffusers"] if "diffusers" in recipes else []))]
+    print(table(speed))
+    real = to_unit_range(to_model_range(load_dataset("mnist", "train").images[:n]))
+    floor = _score(real)
+    quality = quality_vs_time(out, recipes, marks, n, quick)
+    print(table(quality))
+    series = {}
+    for r in quality:
+        series.setdefault(f"{r['recipe']} {r['sampler']}", []).append((r["minutes"], r["fd_classifier"]))
+    series[f"real digits (floor, n={n})"] = [(m, floor) for m in marks]
+    line_plot(series, "minutes of training (2-core CPU)" if not quick else "minutes", "fd_classifier (lower is better)",
+              out / "quality_vs_minutes.png", title=f"MNIST quality vs training wall-clock, n={n} samples", logy=True)
+    md = (f"# tinydiffusion bench\n\nMachine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}\n\n"
+          f"## Throughput\n\n{table(speed)}\n\n## Quality vs wall-clock (n={n}; real-data floor {floor:.3g})\n\n"
+          f"{table(quality)}\n\n![quality](quality_vs_minutes.png)\n")
+    write_text(out / "bench.md", md)
+    write_text(out / "bench.json", json.dumps(dict(machine=info, throughput=speed, quality=quality, floor=floor,
+                                                   n=n, marks=marks), indent=2))
+    return out

@@ -1,0 +1,136 @@
+"""The lesson's experiments run end to end on a tiny budget and write report.md + results.json with the expected
+keys; the checkpoint logic judges correct and broken inputs correctly. The project metric is replaced by a cheap
+stand-in (the real one trains a classifier on first use)."""
+import importlib
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from tinydiffusion.cli import main
+from tinydiffusion.config import get_preset
+from tinydiffusion.schedules import Schedule
+from tinydiffusion.experiments import EXPERIMENTS, common, seed_checkpoints
+from tinydiffusion.experiments.seed_checkpoints import forward_check, loss_check
+
+# Every trained variant: a tiny U-Net, a short chain, a few steps (overrides on top of each experiment's preset).
+TINY = ["model.channels=8", "diffusion.T=20", "train.batch_size=8", "train.bf16=false", "train.log_every=1",
+        "sample.steps=2"]
+METRIC = {"fd_classifier", "precision", "recall", "class_entropy"}
+
+
+def fake_evaluate_samples(images01, labels=None, dataset="mnist", metrics=None):
+    assert images01.ndim == 4 and 0 <= float(images01.min()) and float(images01.max()) <= 1  # the contract
+    return dict(fd_classifier=float(images01.mean()), precision=0.5, recall=0.5, class_entropy=0.9)
+
+
+@pytest.fixture(autouse=True)
+def stand_in_metric(monkeypatch):
+    try:
+        module = importlib.import_module("tinydiffusion.evaluate")
+        monkeypatch.setattr(module, "evaluate_samples", fake_evaluate_samples)
+    except ImportError:  # the evaluation module is not in this tree yet
+        monkeypatch.setitem(sys.modules, "tinydiffusion.evaluate",
+                            types.SimpleNamespace(evaluate_samples=fake_evaluate_samples))
+
+
+def tiny(overrides=TINY):
+    out = []
+    for item in overrides:
+        out += ["--set", item]
+    return out + ["--steps", "2", "--n", "4", "--sample-steps", "2", "--device", "cpu", "--quiet"]
+
+
+def results(folder):
+    assert (folder / "report.md").read_text().startswith("# ")
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_every_experiment_is_registered():
+    assert {"timing", "schedules", "timesteps", "vae-vs-ddpm", "seed-checkpoints"} <= set(EXPERIMENTS)
+
+
+def test_timing(tiny_run, tmp_path):
+    out = tmp_path / "timing"
+    assert main(["experiment", "timing", "--run", str(tiny_run), "--n", "4", "--repeats", "1", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    r = results(out)
+    assert r["sampler_steps"] == 20 and r["forward_passes"] == 4 * 20  # the full chain of the tiny run (T = 20)
+    assert r["ratio"] == pytest.approx(r["generate_s"] / r["train_step_s"])
+    assert r["time_1000_images_s"] == pytest.approx(1000 * r["per_image_s"])
+    assert r["pixel_ratio_512"] == pytest.approx(512**2 / 28**2)  # ~334x, as in the lesson
+    assert r["extrapolated_per_image_512_860M_s"] > r["extrapolated_per_image_512_s"] > r["per_image_s"]
+    assert "Extrapolation (not measured)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name, extra, variants", [
+    ("schedules", [], ["linear", "cosine"]),
+    ("timesteps", ["--T-values", "20,10"], ["T=20", "T=10"]),
+])
+def test_comparisons(tmp_path, name, extra, variants):
+    out = tmp_path / name
+    assert main(["experiment", name, "--out", str(out)] + tiny() + extra) == 0
+    r = results(out)
+    assert [row["variant"] for row in r["rows"]] == variants
+    for row in r["rows"]:
+        assert METRIC <= set(row) and row["train_steps"] == 2 and row["ms_per_image"] > 0
+        assert (out / f"samples_{row['variant']}.png").exists()
+    # a second call refuses to overwrite the runs, and --reuse rescores them without training
+    assert main(["experiment", name, "--out", str(out)] + tiny() + extra) == 2
+    assert main(["experiment", name, "--out", str(out), "--reuse"] + tiny() + extra) == 0
+
+
+def test_vae_vs_ddpm(tmp_path):
+    out = tmp_path / "vae"
+    assert main(["experiment", "vae-vs-ddpm", "--out", str(out)] + tiny()) == 0
+    r = results(out)
+    assert [row["model"] for row in r["rows"]] == ["VAE", "DDPM", "real training digits"]
+    for row in r["rows"]:
+        assert METRIC <= set(row) and {"grad_mean", "laplacian_var"} <= set(row)
+    assert r["vae"]["steps"] == 2 and r["ddpm"]["steps"] == 2 and r["ddpm_over_vae_time"] > 0
+    assert "reflection table" in (out / "report.md").read_text()
+
+
+def test_seed_checkpoints_trains_the_lesson_recipe(tmp_path):
+    out = tmp_path / "seed"
+    seed_tiny = [o for o in TINY if not o.startswith("model.")]  # seed-unet has a fixed size
+    assert main(["experiment", "seed-checkpoints", "--out", str(out)] + tiny(seed_tiny)) == 0
+    r = results(out)
+    assert set(r) >= {"forward", "loss", "samples", "passed"} and len(r["passed"]) == 3
+    assert json.loads((out / "runs" / "mnist-seed" / "config.json").read_text())["model"]["name"] == "seed-unet"
+    assert (out / "loss.png").exists() and (out / "samples.png").exists()
+
+
+def test_seed_checkpoints_on_an_existing_run(tiny_run, tmp_path):
+    out = tmp_path / "seed-run"
+    assert main(["experiment", "seed-checkpoints", "--run", str(tiny_run), "--n", "4", "--sample-steps", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert not (out / "runs").exists()  # judged, not retrained
+
+
+def test_forward_checkpoint_passes_for_the_lesson_schedule_and_fails_for_a_broken_one(monkeypatch):
+    x0 = torch.rand(200, 1, 28, 28) * 2 - 1
+    good = forward_check(get_preset("mnist-seed"), x0, seed=0)
+    assert good["pass"] and good["t0_mean_abs_diff"] < 0.01  # sigma_0 = sqrt(1e-4) = 0.01
+    # a schedule that never reaches noise: constant beta = 1e-4 leaves alpha_bar[999] = 0.905
+    monkeypatch.setattr(seed_checkpoints, "make_schedule", lambda name, T: Schedule(torch.full((T,), 1e-4)))
+    broken = forward_check(get_preset("mnist-seed"), x0, seed=0)
+    assert not broken["pass"] and broken["tlast_var"] < 0.9
+
+
+def test_loss_checkpoint_verdicts():
+    cfg = get_preset("mnist-seed")
+    curve = lambda *losses: [dict(step=50 * (k + 1), loss=v, epoch=0.1 * (k + 1)) for k, v in enumerate(losses)]  # noqa
+    assert loss_check(cfg, curve(1.0, 0.2, 0.04, 0.03))["pass"]
+    falling = loss_check(cfg, curve(1.0, 0.2, 0.09, 0.07))
+    assert not falling["pass"] and "more training" in falling["verdict"]
+    assert "wrong" in loss_check(cfg, curve(1.0, 0.5, 0.4, 0.3))["verdict"]
+
+
+def test_sharpness_drops_with_blur():
+    x = (torch.rand(8, 1, 28, 28) > 0.7).float()
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
+    sharp, soft = common.sharpness(x), common.sharpness(blurred)
+    assert soft["grad_mean"] < sharp["grad_mean"] and soft["laplacian_var"] < sharp["laplacian_var"]
