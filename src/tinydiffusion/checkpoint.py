@@ -50,16 +50,16 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
 def save_checkpoint(run_dir: Path, cfg: Config, meta: dict, model, ema, optimizer, state: dict) -> None:
     """Weights (model, EMA), the training state (optimiser, step, RNG, ...), config.json and meta.json."""
     run_dir = Path(run_dir)
-    atomic_write(run_dir / MODEL, lambda tmp: save_file(_tensors(model), tmp))
+    atomic_write(run_dir / MODEL, lambda tmp: save_file(state_tensors(model), tmp))
     if ema is not None:
-        atomic_write(run_dir / EMA, lambda tmp: save_file(_tensors(ema), tmp))
+        atomic_write(run_dir / EMA, lambda tmp: save_file(state_tensors(ema), tmp))
     atomic_write(run_dir / STATE, lambda tmp: torch.save({**state, "optimizer": optimizer.state_dict()}, tmp))
     write_text(run_dir / CONFIG, cfg.to_json())
     write_text(run_dir / META, json.dumps(meta, indent=2))

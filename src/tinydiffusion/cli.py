@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cli_data import add_data
 from .cli_viz import add_viz
+from .cli_bench import add_bench
 from .cli_eval import add_eval
 from .errors import UserError
 
@@ -179,7 +180,7 @@ def add_experiment(sub):
 
 # ------------------------------------------------------------------------------------------------- main
 # Each entry adds one subcommand; later capabilities put theirs in their own module and list it here.
-COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval]
+COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

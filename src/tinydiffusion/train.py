@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tqdm import tqdm
 
-from .checkpoint import CONFIG, load_train_state, load_weights, EMA, MODEL, model_from_config, save_checkpoint
+from .checkpoint import (CONFIG, EMA, MODEL, state_tensors, atomic_write, load_train_state, load_weights,
+                         model_from_config, save_checkpoint)
 from .captions import caption_bank
 from .config import Config
 from .data import Batches, load_dataset, to_model_range
@@ -140,6 +142,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     model.train()
     (out / "metrics.jsonl").touch()
     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    snapshots = sorted(m for m in tc.snapshot_minutes if m * 60 > elapsed)
 
     # 2. the loop
     while (max_steps is None or step < max_steps) and (max_seconds is None or elapsed < max_seconds):
@@ -198,6 +201,10 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
             evaluate_during_training(ema or model, schedule, cfg, meta, step, out / "metrics.jsonl", dev)
             model.train()
             window_t = time.perf_counter()
+        while snapshots and elapsed >= snapshots[0] * 60:  # weights at fixed wall-clock marks (the bench)
+            minutes = snapshots.pop(0)
+            atomic_write(out / "snapshots" / f"{minutes:g}min.safetensors",
+                         lambda tmp: save_file(state_tensors(ema or model), tmp))
     bar.close()
     checkpoint()
     sample_grid()

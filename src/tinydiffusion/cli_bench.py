@@ -1,0 +1,41 @@
+"""`tinydiffusion bench`: runs benchmarks/bench.py from the source checkout (speed and quality, never in pytest)."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]  # src/tinydiffusion/cli_bench.py -> the checkout
+
+
+def add_bench(sub):
+    p = sub.add_parser("bench", help="throughput per preset and quality vs wall-clock against peers (minutes to hours)")
+    p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.md, bench.json and the plot")
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke version (tiny budgets, few samples)")
+    p.add_argument("--recipes", default="mnist,mnist-seed,diffusers",
+                   help="comma-separated: presets and/or 'diffusers' (needs `pip install diffusers`)")
+    p.add_argument("--minutes", default="2,5,10", help="wall-clock marks at which quality is measured")
+    p.add_argument("--n", type=int, default=500, help="samples per quality measurement")
+    p.set_defaults(func=run_bench)
+
+
+def load_bench():
+    if not (REPO / "benchmarks" / "bench.py").exists():
+        raise UserError("`tinydiffusion bench` runs from a source checkout (it needs the benchmarks/ folder); "
+                        "clone the repository and install it with scripts/install.sh.")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("benchmarks.bench")
+
+
+def run_bench(args):
+    try:
+        marks = [float(m) for m in args.minutes.split(",") if m.strip()]
+    except ValueError:
+        raise UserError(f"--minutes takes comma-separated numbers, like 2,5,10; got '{args.minutes}'.") from None
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    out = load_bench().run_bench(args.out, quick=args.quick, recipes=recipes, marks=None if args.quick else marks,
+                                 n=args.n)
+    print(f"bench written to {out}/bench.md")

@@ -1,0 +1,39 @@
+"""`tinydiffusion bench --quick`: a smoke test that the bench runs end to end and writes its table and plot.
+The real measurements are run from the command line, never here."""
+import json
+
+import pytest
+
+from tinydiffusion.cli import main
+from tinydiffusion.cli_bench import load_bench
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    module = load_bench()
+    # the metric is tested in test_evaluate.py; here a cheap stand-in keeps the smoke test to seconds
+    monkeypatch.setattr(module, "_score", lambda images01: float(images01.mean()))
+    return module
+
+
+def test_quick_bench_writes_table_json_and_plot(bench, tmp_path):
+    out = bench.run_bench(tmp_path / "bench", quick=True, recipes=["mnist"])
+    md = (out / "bench.md").read_text()
+    assert "## Throughput" in md and "## Quality vs wall-clock" in md and "| mnist |" in md
+    results = json.loads((out / "bench.json").read_text())
+    assert {"machine", "throughput", "quality", "floor", "n", "marks"} <= set(results)
+    assert results["throughput"][0]["train_img_s"] > 0 and results["throughput"][0]["sample_img_nfe_s"] > 0
+    assert [r["minutes"] for r in results["quality"]] == results["marks"]
+    assert (out / "quality_vs_minutes.png").stat().st_size > 1000
+
+
+def test_quick_bench_with_the_diffusers_peer(bench, tmp_path):
+    pytest.importorskip("diffusers")
+    out = bench.run_bench(tmp_path / "bench", quick=True, recipes=["diffusers"])
+    rows = json.loads((out / "bench.json").read_text())["quality"]
+    assert {r["sampler"] for r in rows} == {"ddim-5", "ddpm-10"}
+
+
+def test_bench_flags_are_checked(capsys):
+    assert main(["bench", "--minutes", "two"]) == 2
+    assert "--minutes takes comma-separated numbers" in capsys.readouterr().err
