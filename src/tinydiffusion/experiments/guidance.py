@@ -28,7 +28,7 @@ def add_arguments(p):
     p.add_argument("--weights", default="0,1,2,3,5,8", help="guidance scales w, comma-separated (default 0,1,2,3,5,8)")
     p.add_argument("--n-per-class", type=int, default=20, help="samples per class and w (default 20)")
     p.add_argument("--sampler", help="sampler (default: the run's)")
-    p.add_argument("--sample-steps", type=int, default=100, help="sampler steps (default 100)")
+    p.add_argument("--sample-steps", type=int, help="sampler steps (default: the run's)")
     p.add_argument("--rescale", type=float, default=0.0, help="guidance rescale phi for every w > 1 (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
@@ -61,7 +61,7 @@ def run(args) -> Path:
         weights = [float(w) for w in args.weights.split(",") if w.strip()]
     except ValueError:
         raise UserError(f"--weights expects comma-separated numbers like 0,1,3; got '{args.weights}'.") from None
-    if not weights or args.n_per_class < 2 or args.sample_steps < 1:
+    if not weights or args.n_per_class < 2 or (args.sample_steps is not None and args.sample_steps < 1):
         raise UserError("Give at least one --weights value, --n-per-class >= 2 and --sample-steps >= 1.")
     out = Path(args.out) if args.out else Path("reports") / "guidance"
     device = resolve_device(args.device)
@@ -69,7 +69,8 @@ def run(args) -> Path:
     k = int(meta.get("num_classes", 0)) or 10
     labels = torch.arange(k).repeat_interleave(args.n_per_class)  # (k * n,) grouped by class: grid rows
     cond, _ = conditioning(cfg, meta, labels=labels, guidance=1.0)
-    sample_cfg = replace(cfg.sample, sampler=args.sampler or cfg.sample.sampler, steps=args.sample_steps)
+    sample_cfg = replace(cfg.sample, sampler=args.sampler or cfg.sample.sampler,
+                         steps=args.sample_steps or cfg.sample.steps)
 
     test = load_dataset(meta.get("dataset", "mnist"), "test")
     real = test.images[:len(labels)].float() / 255  # a reference of the same size for the pixel statistics
@@ -104,7 +105,7 @@ def run(args) -> Path:
     cols = ["w", "label_accuracy", "fd_classifier", "precision", "recall", "diversity", "saturated", "white_ink"]
     body = f"""
 Run `{args.run}`; {args.n_per_class} samples per class for each guidance scale w, the same starting noise for
-every w, {sample_cfg.sampler} with {args.sample_steps} steps{f', guidance rescale {args.rescale:g} for w > 1' if args.rescale else ''}.
+every w, {sample_cfg.sampler} with {sample_cfg.steps} steps{f', guidance rescale {args.rescale:g} for w > 1' if args.rescale else ''}.
 w = 0 is the unconditional model, w = 1 plain conditional sampling, w > 1 pushes further along (cond - uncond).
 
 {table([{c: r.get(c, "") for c in cols} for r in rows], cols, floatfmt=".3f")}
@@ -118,4 +119,4 @@ Best label accuracy: w = {best['w']} ({best.get('label_accuracy', float('nan')):
 """
     return write_report(out, "Classifier-free guidance sweep", body,
                         dict(run=str(args.run), weights=weights, n_per_class=args.n_per_class,
-                             sampler=sample_cfg.sampler, steps=args.sample_steps, rescale=args.rescale, rows=rows))
+                             sampler=sample_cfg.sampler, steps=sample_cfg.steps, rescale=args.rescale, rows=rows))

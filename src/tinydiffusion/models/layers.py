@@ -1,7 +1,9 @@
-"""Building blocks shared by the denoisers: time embedding, residual block, self-attention, resampling."""
+"""Building blocks shared by the denoisers: time embedding, residual block, self- and cross-attention,
+resampling, and the Context that carries text conditioning."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -66,6 +68,72 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, C/heads)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
         h = h.transpose(-1, -2).reshape(B, C, H, W)
+        return x + self.proj(h)
+
+
+@dataclass(frozen=True, eq=False)
+class Context:
+    """Text conditioning: per-token states (B, L, D) and a key mask (B, L), True = a real token.
+
+    A row with no True in its mask is the null context (the empty prompt): cross-attention then sees only
+    the model's learned null token. It slices and moves like a tensor, so samplers and batching pass it on.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+    def __post_init__(self):
+        if self.tokens.dim() != 3 or self.tokens.shape[:2] != self.mask.shape:
+            raise ValueError(f"Context needs tokens (B, L, D) and mask (B, L); got {tuple(self.tokens.shape)} "
+                             f"and {tuple(self.mask.shape)}.")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, index) -> "Context":
+        return Context(self.tokens[index], self.mask[index])
+
+    def to(self, device) -> "Context":
+        return Context(self.tokens.to(device), self.mask.to(device))
+
+    def masked(self) -> "Context":
+        """Zero the states of masked positions, so padding and dropped prompts carry nothing."""
+        return Context(self.tokens * self.mask[..., None], self.mask)
+
+    def null(self) -> "Context":
+        """The null context for the same batch size: no tokens."""
+        return Context(self.tokens[:, :0], self.mask[:, :0])
+
+    @staticmethod
+    def cat(*parts: "Context") -> "Context":
+        """Concatenate along the batch, padding each to the longest token length with masked zeros."""
+        L = max(p.tokens.shape[1] for p in parts)
+        tokens = [F.pad(p.tokens, (0, 0, 0, L - p.tokens.shape[1])) for p in parts]  # (B, l, D) -> (B, L, D)
+        masks = [F.pad(p.mask, (0, L - p.mask.shape[1]), value=False) for p in parts]
+        return Context(torch.cat(tokens), torch.cat(masks))
+
+
+class CrossAttention(nn.Module):
+    """Image queries attend to text keys/values (Rombach et al. 2022, sec. 3.3), residual, zero-initialised
+    output. context: (B, L, D) states, mask: (B, L) True = attend; L >= 1 (the caller adds a null token)."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4, norm_kind: str = "group"):
+        super().__init__()
+        self.heads = heads
+        self.norm = norm(norm_kind, channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        L, d = context.shape[1], C // self.heads
+        q = self.q(self.norm(x)).reshape(B, self.heads, d, H * W).transpose(-1, -2)  # (B, heads, HW, d)
+        k, v = self.kv(context).reshape(B, L, 2, self.heads, d).permute(2, 0, 3, 1, 4)  # each (B, heads, L, d)
+        h = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None, None, :])
+        h = h.transpose(-1, -2).reshape(B, C, H, W)  # (B, heads, HW, d) -> (B, C, H, W)
         return x + self.proj(h)
 
 

@@ -1,25 +1,47 @@
 """The improved U-Net (Ho et al. 2020, appendix B; Nichol & Dhariwal 2021): residual blocks with a
-sinusoidal time embedding in every block, self-attention at chosen resolutions, skips at every block."""
+sinusoidal time embedding in every block, self-attention at chosen resolutions, skips at every block.
+Conditioning: a class embedding added to the time embedding, or text through cross-attention at the low
+resolutions plus the pooled prompt added to the time embedding (Rombach et al. 2022; Saharia et al. 2022)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from .layers import Downsample, ResBlock, SelfAttention, Upsample, norm, timestep_embedding
+from ..errors import UserError
+from .layers import (Context, CrossAttention, Downsample, ResBlock, SelfAttention, Upsample, norm,
+                     timestep_embedding)
 
 
 class UNet(nn.Module):
-    """net(x, s, cond=None) -> eps/x0/v shaped like x. s: (B,) continuous time; cond: (B,) class labels
-    (the null label `num_classes`, or cond=None, means unconditional)."""
+    """net(x, s, cond=None) -> eps/x0/v shaped like x. s: (B,) continuous time. cond: (B,) class labels for a
+    class model (the null label `num_classes`, or cond=None, means unconditional), or a Context of token
+    states for a text model (context_dim > 0; cond=None or a row without tokens means unconditional).
+
+    The text null is a learned token that every cross-attention always sees next to the prompt's tokens,
+    so an empty prompt (no tokens) is well defined and is the unconditional branch; cross-attention goes at
+    `cross_attention_resolutions`, by default every resolution below the input (14 and 7 for 28 px)."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, channels: int = 64,
                  channel_mult: tuple = (1, 2, 2), num_res_blocks: int = 2, attention_resolutions: tuple = (7,),
-                 heads: int = 4, dropout: float = 0.0, num_classes: int = 0, norm_kind: str = "group"):
+                 heads: int = 4, dropout: float = 0.0, num_classes: int = 0, norm_kind: str = "group",
+                 context_dim: int = 0, cross_attention_resolutions: tuple | None = None):
         super().__init__()
-        self.num_classes, self.emb_channels = num_classes, channels
+        if num_classes and context_dim:
+            raise UserError("A U-Net takes class labels or text, not both; set num_classes or context_dim.")
+        self.num_classes, self.emb_channels, self.context_dim = num_classes, channels, context_dim
         emb_dim = 4 * channels
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        if context_dim:
+            self.context_norm = nn.LayerNorm(context_dim)
+            self.null_token = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)  # (1, 1, D)
+            self.pooled_emb = nn.Linear(context_dim, emb_dim)
+        if cross_attention_resolutions is None:
+            cross_attention_resolutions = [image_size]
+            for _ in range(len(channel_mult) - 1):
+                cross_attention_resolutions.append((cross_attention_resolutions[-1] + 1) // 2)
+            cross_attention_resolutions = tuple(cross_attention_resolutions[1:])
+        xattn = dict(context_dim=context_dim, resolutions=cross_attention_resolutions if context_dim else ())
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
 
         # Encoder: at each level num_res_blocks blocks, then downsample (not after the last level).
@@ -27,7 +49,7 @@ class UNet(nn.Module):
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 self.down.append(self._block(ch, channels * mult, emb_dim, res, attention_resolutions, heads,
-                                             dropout, norm_kind))
+                                             dropout, norm_kind, **xattn))
                 ch = channels * mult
                 skip_ch.append(ch)
             if level < len(channel_mult) - 1:
@@ -36,13 +58,15 @@ class UNet(nn.Module):
                 res = (res + 1) // 2
         self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, norm_kind), SelfAttention(ch, heads, norm_kind),
                                   ResBlock(ch, ch, emb_dim, dropout, norm_kind)])
+        if context_dim:
+            self.mid.insert(2, CrossAttention(ch, context_dim, heads, norm_kind))
 
         # Decoder: num_res_blocks + 1 blocks per level, each taking one skip, then upsample.
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
                 self.up.append(self._block(ch + skip_ch.pop(), channels * mult, emb_dim, res,
-                                           attention_resolutions, heads, dropout, norm_kind))
+                                           attention_resolutions, heads, dropout, norm_kind, **xattn))
                 ch = channels * mult
             if level > 0:
                 self.up.append(Upsample(ch))
@@ -52,37 +76,68 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     @staticmethod
-    def _block(c_in, c_out, emb_dim, res, attention_resolutions, heads, dropout, norm_kind):
+    def _block(c_in, c_out, emb_dim, res, attention_resolutions, heads, dropout, norm_kind, context_dim=0,
+               resolutions=()):
         block = nn.ModuleList([ResBlock(c_in, c_out, emb_dim, dropout, norm_kind)])
         if res in attention_resolutions:
             block.append(SelfAttention(c_out, heads, norm_kind))
+        if res in resolutions:
+            block.append(CrossAttention(c_out, context_dim, heads, norm_kind))
         return block
+
+    def context(self, cond, B: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(states (B, 1 + L, D), mask (B, 1 + L)): the learned null token first, always attended to."""
+        if not self.context_dim:
+            return None
+        if cond is None:
+            cond = Context(torch.zeros(B, 0, self.context_dim, device=device), torch.zeros(B, 0, dtype=torch.bool,
+                                                                                         device=device))
+        if not isinstance(cond, Context) or cond.tokens.shape[-1] != self.context_dim:
+            raise UserError(f"This text model needs a Context of {self.context_dim}-d token states as cond "
+                            "(encode the prompt with tinydiffusion.text_encoder).")
+        tokens = torch.cat([self.null_token.expand(B, 1, -1).to(cond.tokens.dtype), cond.tokens], dim=1)
+        mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=device), cond.mask.bool()], dim=1)
+        return self.context_norm(tokens), mask
 
     def embed(self, s: torch.Tensor, cond) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(s, self.emb_channels))  # (B, 4C)
         if self.label_emb is not None:
+            if isinstance(cond, Context):
+                raise UserError("This model is class-conditional; give it class labels, not a text prompt.")
             labels = torch.full_like(s, self.num_classes, dtype=torch.long) if cond is None else cond.long()
             emb = emb + self.label_emb(labels)
+        if self.context_dim and cond is not None:
+            mask = cond.mask[..., None].to(cond.tokens.dtype)  # (B, L, 1)
+            pooled = (cond.tokens * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, L, D) -> (B, D); null -> 0
+            emb = emb + self.pooled_emb(pooled)
+        elif self.context_dim:
+            emb = emb + self.pooled_emb.bias  # the pooled null prompt is the zero vector
         return emb
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, cond=None) -> torch.Tensor:
+        ctx = self.context(cond, x.shape[0], x.device)
         emb = self.embed(s, cond)
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:
-            h = layer(h) if isinstance(layer, Downsample) else _run(layer, h, emb)
+            h = layer(h) if isinstance(layer, Downsample) else _run(layer, h, emb, ctx)
             skips.append(h)
-        h = _run(self.mid, h, emb)
+        h = _run(self.mid, h, emb, ctx)
         for layer in self.up:
             if isinstance(layer, Upsample):
                 h = layer(h, skips[-1].shape[-2:])
             else:
-                h = _run(layer, torch.cat([h, skips.pop()], dim=1), emb)
+                h = _run(layer, torch.cat([h, skips.pop()], dim=1), emb, ctx)
         return self.out(h)
 
 
-def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    """Apply a list of ResBlocks (which take the embedding) and attention layers (which do not)."""
+def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, ctx) -> torch.Tensor:
+    """Apply ResBlocks (which take the embedding), cross-attention (the context) and self-attention."""
     for layer in layers:
-        h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        if isinstance(layer, ResBlock):
+            h = layer(h, emb)
+        elif isinstance(layer, CrossAttention):
+            h = layer(h, *ctx)
+        else:
+            h = layer(h)
     return h

@@ -1,0 +1,105 @@
+"""`tinydiffusion eval`: sample-quality metrics of a samples file or of a run, and the feature classifier they use."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+
+
+def add_eval(sub):
+    from .evaluate import METRICS
+
+    p = sub.add_parser("eval", help="sample-quality metrics (fd_classifier, precision, recall, ...) of samples "
+                                    "or a run")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--samples", type=Path, help=".npz (images (N, C, H, W) in [0, 1], optional labels) "
+                                                     "or a folder of one-image PNGs")
+    source.add_argument("--run", type=Path, help="a run directory: sample --n images, evaluate them and append "
+                                                 "the result to its metrics.jsonl")
+    p.add_argument("--dataset", help="the reference dataset (default mnist; with --run, the run's dataset)")
+    p.add_argument("--metrics", help=f"comma-separated subset of: {', '.join(METRICS)} (default: all that apply)")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    p.add_argument("--inception", type=Path, help="Inception weights (TorchScript or state dict) for fd_inception")
+    p.add_argument("--train-classifier", action="store_true",
+                   help="(re)train the dataset's feature classifier into the cache, then evaluate if asked to")
+    p.add_argument("--epochs", type=float, default=2, help="classifier training epochs (with --train-classifier)")
+    run = p.add_argument_group("with --run")
+    run.add_argument("--n", type=int, default=1000, help="number of samples to draw")
+    run.add_argument("--sampler", help="sampler name (default: the run's)")
+    run.add_argument("--steps", type=int, help="denoising steps (default: the run's)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--batch-size", type=int, default=256)
+    run.add_argument("--device", default="auto")
+    run.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args):
+    from .features import train_classifier
+
+    metrics = tuple(args.metrics.split(",")) if args.metrics else None
+    dataset = args.dataset
+    if args.run is not None:
+        from .checkpoint import load_meta
+
+        run_dataset = load_meta(args.run).get("dataset", "mnist")
+        if dataset and dataset != run_dataset:
+            raise UserError(f"The run in {args.run} was trained on '{run_dataset}', not '{dataset}'; drop --dataset.")
+        dataset = run_dataset
+    dataset = dataset or "mnist"
+    if args.train_classifier:
+        info = train_classifier(dataset, epochs=args.epochs)
+        print(f"feature classifier for '{dataset}': test accuracy {info['test_accuracy']:.2%} "
+              f"({info['steps']} steps, {info['train_seconds']:.0f} s)")
+    if args.samples is not None:
+        report = _evaluate_file(args.samples, dataset, metrics, args.inception)
+    elif args.run is not None:
+        report = _evaluate_run(args, metrics)
+    elif args.train_classifier:
+        return
+    else:
+        raise UserError("Give --samples FILE, --run DIR, or --train-classifier.")
+    print_table(report)
+    if args.json:
+        from .checkpoint import write_text
+
+        write_text(args.json, json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+
+
+def _evaluate_file(path: Path, dataset: str, metrics, inception) -> dict:
+    from .evaluate import evaluate_report, load_samples
+
+    images, labels = load_samples(path)
+    return {"samples": str(path), **evaluate_report(images, labels, dataset, metrics, inception=inception)}
+
+
+def _evaluate_run(args, metrics) -> dict:
+    from .evaluate import evaluate_run
+    from .train import resolve_device
+
+    if args.n < 1 or args.batch_size < 1:
+        raise UserError("--n and --batch-size must be at least 1.")
+    report = evaluate_run(args.run, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                          batch_size=args.batch_size, device=resolve_device(args.device), use_ema=not args.raw,
+                          metrics=metrics, inception=args.inception)
+    s = report["sampling"]
+    print(f"sampled {s['n']} images with {s['sampler']} ({s['steps']} steps) in {s['seconds']:.0f} s; "
+          f"appended to {args.run / 'metrics.jsonl'} at step {report['step']}")
+    return {"run": str(args.run), **report}
+
+
+def print_table(report: dict) -> None:
+    """A two-column table of the metrics, then the class histogram and the classifier used."""
+    rows = report["metrics"]
+    width = max(map(len, rows)) + 2
+    print(f"{'metric':<{width}}value")
+    for name, value in rows.items():
+        print(f"{name:<{width}}{value:.0f}" if name in ("n", "k") else f"{name:<{width}}{value:.4f}")
+    if report["class_histogram"]:
+        print("classes: " + " ".join(f"{c}:{v}" for c, v in report["class_histogram"].items()))
+    clf = report["classifier"]
+    if clf:
+        print(f"features: {report['dataset']} {clf['architecture']} (test accuracy {clf['test_accuracy']:.2%}, "
+              f"digest {clf['digest']}); vs the test split; k-NN metrics on an equal-sized test subset")
