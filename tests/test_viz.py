@@ -67,6 +67,20 @@ def test_loss_pngs(tiny_run, tmp_path):
     assert png_size(tmp_path / "loss_by_t.png")[0] == 760 + 2 * 12
 
 
+def test_loss_curve_skips_evaluation_rows(tiny_run, tmp_path):
+    """`eval --run` appends {"step", "eval"} rows to metrics.jsonl; the loss figure must read past them."""
+    import json
+    import shutil
+
+    from tinydiffusion.viz_curves import read_metrics
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "eval": {"fd_classifier": 9.0}}) + "\n")
+    assert [r["step"] for r in read_metrics(run)] == [2, 4] and all("loss" in r for r in read_metrics(run))
+
+
 def test_lesson_times_are_exact_for_T_1000_and_scaled_otherwise():
     assert lesson_times(LESSON_TRAJECTORY_T, 1000) == [999, 750, 500, 250, 100, 50, 0]
     assert lesson_times(LESSON_TRAJECTORY_T, 20) == [19, 15, 10, 5, 2, 1, 0]

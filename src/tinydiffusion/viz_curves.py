@@ -54,11 +54,12 @@ def schedule_figure(schedules: dict[str, Schedule]) -> Image.Image:
 
 # ------------------------------------------------------------------------------------------ loss curve
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of run_dir/metrics.jsonl (step, loss, lr, epoch, ...)."""
+    """The training rows of run_dir/metrics.jsonl (step, loss, lr, epoch, ...); evaluation rows are skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise UserError(f"No metrics.jsonl in {run_dir}; is it a run directory written by `tinydiffusion train`?")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]  # `eval --run` and train.eval_every append {"step", "eval", ...} rows
     if not rows:
         raise UserError(f"{path} is empty: the run logged no loss yet (it logs every train.log_every steps).")
     return rows
