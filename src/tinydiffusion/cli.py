@@ -59,16 +59,21 @@ def run_train(args):
 
 
 # ----------------------------------------------------------------------------------------------- sample
-def add_sample(sub):
-    p = sub.add_parser("sample", help="draw samples from a trained run")
-    p.add_argument("--run", type=Path, required=True, help="a run directory written by `train`")
-    p.add_argument("--n", type=int, default=64, help="number of images (with --classes/--prompt: spread over rows)")
+def add_sampling_args(p, n: int, n_help: str) -> None:
+    """The flags every command that samples from a run shares (sample, eval --run)."""
+    p.add_argument("--n", type=int, default=n, help=n_help)
     p.add_argument("--sampler", help="sampler name (default: the run's; see `tinydiffusion list samplers`)")
-    p.add_argument("--steps", type=int, help="number of denoising steps (NFE budget)")
+    p.add_argument("--steps", type=int, help="number of denoising steps (NFE budget; default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+
+
+def add_sample(sub):
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("--run", type=Path, required=True, help="a run directory written by `train`")
+    add_sampling_args(p, n=64, n_help="number of images (with --classes/--prompt: spread over rows)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--class", dest="class_", type=int, metavar="C", help="draw class C (conditional runs)")
     what.add_argument("--classes", metavar="SPEC", help="a grid with one row per class, e.g. 0-9 or 1,4,7")

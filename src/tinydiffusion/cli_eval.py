@@ -24,14 +24,9 @@ def add_eval(sub):
     p.add_argument("--train-classifier", action="store_true",
                    help="(re)train the dataset's feature classifier into the cache, then evaluate if asked to")
     p.add_argument("--epochs", type=float, default=2, help="classifier training epochs (with --train-classifier)")
-    run = p.add_argument_group("with --run")
-    run.add_argument("--n", type=int, default=1000, help="number of samples to draw")
-    run.add_argument("--sampler", help="sampler name (default: the run's)")
-    run.add_argument("--steps", type=int, help="denoising steps (default: the run's)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--batch-size", type=int, default=256)
-    run.add_argument("--device", default="auto")
-    run.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    from .cli import add_sampling_args  # lazy: cli imports this module
+
+    add_sampling_args(p.add_argument_group("with --run"), n=1000, n_help="number of samples to draw")
     p.set_defaults(func=run_eval)
 
 
