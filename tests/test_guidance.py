@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gaussian_oracle import GaussianOracle, ode_solution
+from conftest import wake
 from tinydiffusion.cli import main
 from tinydiffusion.config import SampleConfig
 from tinydiffusion.denoiser import Denoiser
@@ -125,15 +126,6 @@ def test_w1_sampling_equals_conditional_sampling_with_the_stochastic_sampler():
     torch.testing.assert_close(run(cond=labels, guidance=1.0), run(cond=labels))
     torch.testing.assert_close(run(cond=labels, guidance=0.0), run(cond=torch.full_like(labels, NULL)))
     assert not torch.allclose(run(cond=labels, guidance=4.0), run(cond=labels))
-
-
-def wake(net: torch.nn.Module) -> torch.nn.Module:
-    """Randomise the zero-initialised layers: at init every block is the identity and ignores conditions."""
-    torch.manual_seed(0)
-    for p in net.parameters():
-        if p.dim() > 1 and not p.any():
-            torch.nn.init.normal_(p, std=0.1)
-    return net
 
 
 def test_the_null_label_is_the_unconditional_path_of_the_unet():

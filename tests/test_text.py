@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import wake
 from tinydiffusion import text_encoder
 from tinydiffusion.captions import CaptionBank, caption, class_prompt, describe, digit_in_prompt
 from tinydiffusion.cli import main
@@ -43,15 +44,6 @@ def test_the_encoder_matches_sentence_transformers_on_the_same_weights():
         torch.testing.assert_close(pooled[i, :8], torch.tensor(ref["pooled8"]), atol=2e-5, rtol=0)
         assert abs(states[i, :n].norm().item() - ref["token_norm"]) < 1e-3
         torch.testing.assert_close(states[i, 1, :4], torch.tensor(ref["token1"]), atol=2e-5, rtol=0)
-
-
-def wake(net: torch.nn.Module) -> torch.nn.Module:
-    """Randomise the zero-initialised layers: at init every block is the identity and ignores conditions."""
-    torch.manual_seed(0)
-    for p in net.parameters():
-        if p.dim() > 1 and not p.any():
-            torch.nn.init.normal_(p, std=0.1)
-    return net
 
 
 def test_an_empty_prompt_is_the_null_context_and_the_unconditional_path():
