@@ -18,6 +18,8 @@ def add_bench(sub):
                    help="comma-separated: presets and/or 'diffusers' (needs `pip install diffusers`)")
     p.add_argument("--minutes", default="2,5,10", help="wall-clock marks at which quality is measured")
     p.add_argument("--n", type=int, default=500, help="samples per quality measurement")
+    p.add_argument("--n-slow", type=int, default=200,
+                   help="samples for the 1000-step samplers, scored at the last mark only (1000 network calls each)")
     p.set_defaults(func=run_bench)
 
 
@@ -37,5 +39,5 @@ def run_bench(args):
         raise UserError(f"--minutes takes comma-separated numbers, like 2,5,10; got '{args.minutes}'.") from None
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     out = load_bench().run_bench(args.out, quick=args.quick, recipes=recipes, marks=None if args.quick else marks,
-                                 n=args.n)
+                                 n=args.n, n_slow=args.n_slow)
     print(f"bench written to {out}/bench.md")

@@ -31,6 +31,7 @@ class ModelConfig:
     attention_resolutions: tuple[int, ...] | None = None
     dropout: float | None = None
     norm_kind: str | None = None
+    patch_size: int | None = None  # 2: the U-Net sees 2x2 patches as channels (28 px -> 14 px; 4x fewer pixels)
     context_dim: int | None = None  # text models: width of the token states cross-attention reads (384)
 
     def overrides(self) -> dict:
@@ -124,12 +125,13 @@ PRESETS: dict[str, tuple[str, Config]] = {
                    Config(model=ModelConfig(name="seed-unet"),
                           train=TrainConfig(optimizer="adam", lr=2e-4, grad_clip=0.0, ema_decay=0.0, epochs=20),
                           sample=SampleConfig(sampler="ddpm", steps=1000, variance="large", clip_x0=False))),
-    "mnist": ("the project's default for a 2-core CPU: a small U-Net predicting v, AdamW with warm-up and cosine "
-              "decay, EMA, bf16, 10 minutes; sampled with DPM-Solver++(2M), 20 steps spaced in log-SNR",
-              Config(model=ModelConfig(name="unet-small"), diffusion=DiffusionConfig(prediction="v"),
-                     train=TrainConfig(lr=1e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
-                                       bf16=True, minutes=10, checkpoint_every=500),
-                     sample=SampleConfig(sampler="dpm++2m", steps=20, spacing="logsnr"))),
+    "mnist": ("the project's default for a 2-core CPU: a U-Net on 2x2 patches predicting v, batch 64, AdamW 2e-3 "
+              "with warm-up and cosine decay, EMA, bf16, 10 minutes; sampled with DPM-Solver++(2M), 10 steps "
+              "spaced in log-SNR",
+              Config(model=ModelConfig(name="unet-patch"), diffusion=DiffusionConfig(prediction="v"),
+                     train=TrainConfig(batch_size=64, lr=2e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
+                                       bf16=True, minutes=10, checkpoint_every=1000),
+                     sample=SampleConfig(sampler="dpm++2m", steps=10, spacing="logsnr"))),
 }
 _MNIST = PRESETS["mnist"][1]
 # The mnist presets predict v: x0_hat = alpha x_t - sigma v has no 1/alpha factor, whereas eps-prediction's

@@ -13,6 +13,7 @@ from .unet import UNet
 MODELS = {
     "seed-unet": lambda in_channels, image_size, num_classes=0, **kw: SeedUNet(in_channels, **kw),
     "unet-small": partial(UNet, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1),
+    "unet-patch": partial(UNet, channels=48, channel_mult=(1, 2, 2), num_res_blocks=1, patch_size=2),
     "unet": partial(UNet, channels=64, channel_mult=(1, 2, 2), num_res_blocks=2),
     "unet-large": partial(UNet, channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, dropout=0.1),
 }
@@ -20,6 +21,8 @@ MODELS = {
 DESCRIPTIONS = {
     "seed-unet": "the lesson's minimal Conv-BN-ReLU U-Net (~1.8M params), 28x28 only",
     "unet-small": "improved U-Net, 32 channels, 1 block per level (~1M params)",
+    "unet-patch": "improved U-Net on 2x2 patches (28 px -> 14, 7, 4), 48 channels, 1 block per level (2.4M): "
+                  "the CPU preset's net, ~2x the img/s of unet-small",
     "unet": "improved U-Net, 64 channels x (1,2,2), 2 blocks per level, attention at 7/8 px",
     "unet-large": "improved U-Net, 128 channels x (1,2,2,2), dropout 0.1 (for GPUs, 32x32 colour)",
 }
@@ -40,9 +43,11 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int =
 
 
 def _lowest_resolution(image_size: int, overrides: dict, name: str) -> tuple:
-    """Attention goes at the lowest resolution unless the config says otherwise: 28 -> 7, 32 -> 8 (x1,2,2)."""
-    levels = len(overrides.get("channel_mult", MODELS[name].keywords["channel_mult"]))
-    res = image_size
+    """Attention goes at the lowest resolution unless the config says otherwise: 28 -> 7, 32 -> 8 (x1,2,2);
+    with 2x2 patches 28 -> 14 -> 4."""
+    defaults = MODELS[name].keywords
+    levels = len(overrides.get("channel_mult", defaults["channel_mult"]))
+    res = image_size // overrides.get("patch_size", defaults.get("patch_size", 1))
     for _ in range(levels - 1):
         res = (res + 1) // 2
     return (res,)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import UserError
 from .layers import (Context, CrossAttention, Downsample, ResBlock, SelfAttention, Upsample, norm,
@@ -24,8 +25,13 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, image_size: int = 28, channels: int = 64,
                  channel_mult: tuple = (1, 2, 2), num_res_blocks: int = 2, attention_resolutions: tuple = (7,),
                  heads: int = 4, dropout: float = 0.0, num_classes: int = 0, norm_kind: str = "group",
-                 context_dim: int = 0, cross_attention_resolutions: tuple | None = None):
+                 context_dim: int = 0, cross_attention_resolutions: tuple | None = None, patch_size: int = 1):
         super().__init__()
+        if image_size % patch_size:
+            raise UserError(f"patch_size {patch_size} does not divide the image size {image_size}.")
+        # Patchify (Peebles & Xie 2023, for a U-Net): p x p pixels -> p*p channels, so the U-Net's first level
+        # runs at image_size / p; the output is shuffled back to full resolution.
+        self.patch_size, in_channels, image_size = patch_size, in_channels * patch_size ** 2, image_size // patch_size
         if num_classes and context_dim:
             raise UserError("A U-Net takes class labels or text, not both; set num_classes or context_dim.")
         self.num_classes, self.emb_channels, self.context_dim = num_classes, channels, context_dim
@@ -117,7 +123,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, s: torch.Tensor, cond=None) -> torch.Tensor:
         ctx = self.context(cond, x.shape[0], x.device)
         emb = self.embed(s, cond)
-        h = self.conv_in(x)
+        h = self.conv_in(F.pixel_unshuffle(x, self.patch_size))  # (B, C, H, W) -> (B, C p^2, H/p, W/p)
         skips = [h]
         for layer in self.down:
             h = layer(h) if isinstance(layer, Downsample) else _run(layer, h, emb, ctx)
@@ -128,7 +134,7 @@ class UNet(nn.Module):
                 h = layer(h, skips[-1].shape[-2:])
             else:
                 h = _run(layer, torch.cat([h, skips.pop()], dim=1), emb, ctx)
-        return self.out(h)
+        return F.pixel_shuffle(self.out(h), self.patch_size)  # (B, C p^2, H/p, W/p) -> (B, C, H, W)
 
 
 def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, ctx) -> torch.Tensor:
