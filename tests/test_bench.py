@@ -23,7 +23,8 @@ def test_quick_bench_writes_table_json_and_plot(bench, tmp_path):
     results = json.loads((out / "bench.json").read_text())
     assert {"machine", "throughput", "quality", "floor", "n", "marks"} <= set(results)
     assert results["throughput"][0]["train_img_s"] > 0 and results["throughput"][0]["sample_img_nfe_s"] > 0
-    assert [r["minutes"] for r in results["quality"]] == results["marks"]
+    assert [r["minutes"] for r in results["quality"] if r["n"] == results["n"]] == results["marks"]
+    assert [(r["minutes"], r["n"]) for r in results["quality"] if r["n"] != results["n"]] == [(0.1, 16)]
     assert (out / "quality_vs_minutes.png").stat().st_size > 1000
 
 
