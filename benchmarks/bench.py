@@ -21,7 +21,6 @@ from tinydiffusion.data import load_dataset, to_model_range, to_unit_range
 from tinydiffusion.experiments.report import machine, table
 from tinydiffusion.generate import generate
 from tinydiffusion.models import count_parameters
-from tinydiffusion.objectives import diffusion_loss
 from tinydiffusion.plot import line_plot
 from tinydiffusion.schedules import make_schedule, continuous_time
 from tinydiffusion.train import train
@@ -42,40 +41,46 @@ def _time(fn, repeats: int) -> float:
 
 def throughput(name: str, repeats: int) -> dict:
     """Training img/s and sampling img*NFE/s of a preset's model (or of the diffusers peer)."""
-    g = torch.Generator().manual_seed(0)
-    x = to_model_range(load_dataset("mnist", "test").images[:128])
     if name == "diffusers":
         net, fwd = peers.forward_fn()
-        batch, bf16 = 128, False
-    else:
-        cfg = get_preset(name)
-        net = model_from_config(cfg, (1, 28, 28), 10 if cfg.data.conditional else 0)
-        fwd, batch, bf16 = net, cfg.train.batch_size, cfg.train.bf16
-    x = x.repeat(batch // 128 + 1, 1, 1, 1)[:batch]
+        return dict(recipe=name, **measure(net, fwd, batch=128, bf16=False, repeats=repeats, integer_t=True))
+    cfg = get_preset(name)
+    net = model_from_config(cfg, (1, 28, 28), 10 if cfg.data.conditional else 0)
+    return dict(recipe=name, **measure(net, net, cfg.train.batch_size, cfg.train.bf16, repeats))
+
+
+def measure(net, fwd, batch: int, bf16: bool, repeats: int, channels_last: bool = False,
+            integer_t: bool = False) -> dict:
+    """Time a training step (MSE on random targets, AdamW) at `batch`, and one network call on 64 images.
+    fwd(x, t): t is continuous time in [0, 1], or the integer step for integer_t (the diffusers peer)."""
+    g = torch.Generator().manual_seed(0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=layout)
+    x = to_model_range(load_dataset("mnist", "test").images[:batch]).contiguous(memory_format=layout)
+    x64 = torch.randn(64, 1, 28, 28, generator=g).contiguous(memory_format=layout)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
-    schedule = make_schedule("linear")
+
+    def times(n):
+        t = torch.randint(0, 1000, (n,), generator=g)
+        return t if integer_t else continuous_time(t, 1000)
 
     def train_step():
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            if name == "diffusers":
-                t = torch.randint(0, 1000, (batch,), generator=g)
-                loss = (fwd(x, t).float() - torch.randn(x.shape, generator=g)).pow(2).mean()
-            else:
-                loss = diffusion_loss(net, schedule, x, generator=g).mean()
+            loss = (fwd(x, times(batch)).float() - torch.randn(x.shape, generator=g)).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    x64, t64 = torch.randn(64, 1, 28, 28, generator=g), torch.full((64,), 500)
-
     @torch.no_grad()
     def nfe():
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            fwd(x64, t64) if name == "diffusers" else net.eval()(x64, continuous_time(t64, 1000))
+            fwd(x64, times(64))
 
+    net.train()
     s_train = _time(train_step, repeats)
+    net.eval()
     s_nfe = _time(nfe, repeats * 2)
-    return dict(recipe=name, params_M=round(count_parameters(net) / 1e6, 2), batch=batch, bf16=bf16,
+    return dict(params_M=round(count_parameters(net) / 1e6, 2), batch=batch, bf16=bf16,
                 train_img_s=round(batch / s_train, 1), sample_img_nfe_s=round(64 / s_nfe, 1))
 
 

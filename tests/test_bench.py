@@ -38,3 +38,10 @@ def test_quick_bench_with_the_diffusers_peer(bench, tmp_path):
 def test_bench_flags_are_checked(capsys):
     assert main(["bench", "--minutes", "two"]) == 2
     assert "--minutes takes comma-separated numbers" in capsys.readouterr().err
+
+
+def test_quick_variants_write_their_table_and_profile(tmp_path):
+    assert main(["bench", "--variants", "--quick", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "variants.md").read_text()
+    assert "| preset: unet-patch" in md and "| fp32 | train.bf16=false |" in md
+    assert "Self CPU" in md  # torch.profiler's operator table

@@ -8,7 +8,9 @@ from safetensors.torch import load_file
 
 from tinydiffusion.config import TrainConfig
 from tinydiffusion.data import load_dataset, to_model_range
+from tinydiffusion.errors import UserError
 from tinydiffusion.models import build_model
+from tinydiffusion.models.layers import SelfAttention
 from tinydiffusion.objectives import diffusion_loss
 from tinydiffusion.schedules import make_schedule
 from tinydiffusion.train import lr_at, train, update_ema
@@ -33,6 +35,29 @@ def test_a_tiny_model_learns_to_predict_the_noise():
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert first > 0.7  # an untrained net predicting ~0 has MSE ~1 against unit noise
     assert last < 0.5 * first
+
+
+@pytest.mark.parametrize("name", ["unet-small", "unet-patch"])
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
+def test_unets_map_images_to_their_own_shape_with_attention_at_the_lowest_resolution(name, channels, size):
+    net = build_model(name, channels, size, channels=8).eval()
+    x = torch.randn(2, channels, size, size)
+    # the output conv starts at zero: perturb it so the shape check sees real values
+    torch.nn.init.normal_(net.out[-1].weight)
+    y = net(x, torch.rand(2))
+    assert y.shape == x.shape and torch.isfinite(y).all() and y.abs().sum() > 0
+    seen = []
+    net.mid[1].register_forward_hook(lambda m, inp, out: seen.append(out.shape[-1]))
+    net(x, torch.rand(2))
+    assert isinstance(net.mid[1], SelfAttention)
+    # 28 -> 14 -> 7 with full-resolution levels; 28 -> 14 (patches) -> 7 -> 4 with 2x2 patches
+    assert seen == [{("unet-small", 28): 7, ("unet-small", 32): 8, ("unet-patch", 28): 4, ("unet-patch", 32): 4}
+                    [(name, size)]]
+
+
+def test_a_patch_size_that_does_not_divide_the_image_is_refused():
+    with pytest.raises(UserError, match="patch_size 2 does not divide the image size 27"):
+        build_model("unet-patch", 1, 27)
 
 
 def test_training_writes_the_run_directory(tiny_run):

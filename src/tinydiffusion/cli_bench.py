@@ -20,19 +20,26 @@ def add_bench(sub):
     p.add_argument("--n", type=int, default=500, help="samples per quality measurement")
     p.add_argument("--n-slow", type=int, default=200,
                    help="samples for the 1000-step samplers, scored at the last mark only (1000 network calls each)")
+    p.add_argument("--variants", action="store_true",
+                   help="instead: time variants of the mnist preset (precision, layout, width, patches) and profile "
+                        "its training step; writes variants.md (a few minutes)")
     p.set_defaults(func=run_bench)
 
 
-def load_bench():
+def load_bench(module: str = "bench"):
     if not (REPO / "benchmarks" / "bench.py").exists():
         raise UserError("`tinydiffusion bench` runs from a source checkout (it needs the benchmarks/ folder); "
                         "clone the repository and install it with scripts/install.sh.")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    return importlib.import_module("benchmarks.bench")
+    return importlib.import_module(f"benchmarks.{module}")
 
 
 def run_bench(args):
+    if args.variants:
+        load_bench("variants").run_variants(args.out, quick=args.quick)
+        print(f"variants written to {args.out}/variants.md")
+        return
     try:
         marks = [float(m) for m in args.minutes.split(",") if m.strip()]
     except ValueError:

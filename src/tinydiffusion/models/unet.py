@@ -20,7 +20,7 @@ class UNet(nn.Module):
 
     The text null is a learned token that every cross-attention always sees next to the prompt's tokens,
     so an empty prompt (no tokens) is well defined and is the unconditional branch; cross-attention goes at
-    `cross_attention_resolutions`, by default every resolution below the input (14 and 7 for 28 px)."""
+    `cross_attention_resolutions`, by default every level below the first (14 and 7 for 28 px; 7 and 4 with 2x2 patches)."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, channels: int = 64,
                  channel_mult: tuple = (1, 2, 2), num_res_blocks: int = 2, attention_resolutions: tuple = (7,),

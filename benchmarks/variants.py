@@ -1,0 +1,82 @@
+"""`tinydiffusion bench --variants`: what the `mnist` preset's speed choices are worth on this machine.
+
+Each variant is the preset with `--set` overrides (paste them into `tinydiffusion train` to try one), timed
+like the bench's throughput table: training img/s at the variant's batch size and precision, network calls
+per second on 64 images, and the wall-clock for 64 samples with the preset's sampler. Then a profile of the
+preset's training step: which operators take the time.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from tinydiffusion.checkpoint import model_from_config, write_text
+from tinydiffusion.config import apply_overrides, get_preset
+from tinydiffusion.experiments.report import machine, table
+from tinydiffusion.generate import generate
+from tinydiffusion.schedules import make_schedule
+
+from .bench import measure
+
+VARIANTS = [
+    ("preset: unet-patch 48 ch, bf16, batch 64", []),
+    ("fp32", ["train.bf16=false"]),
+    ("channels-last memory layout", ["train.channels_last=true"]),
+    ("batch 128", ["train.batch_size=128"]),
+    ("no self-attention", ["model.attention_resolutions=()"]),
+    ("no GroupNorm", ["model.norm_kind=none"]),
+    ("64 channels", ["model.channels=64"]),
+    ("32 channels", ["model.channels=32"]),
+    ("full resolution: unet-small (32 ch, 28 px)", ["model.name=unet-small", "model.channels=32"]),
+    ("previous preset: unet-small, batch 128", ["model.name=unet-small", "model.channels=32", "train.batch_size=128"]),
+]
+
+
+def time_64_samples(cfg, net) -> float:
+    """Seconds for 64 samples with the config's sampler (after one warm-up call), in its precision."""
+    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.bf16):
+        net(torch.randn(64, 1, 28, 28), torch.full((64,), 0.5))
+        start = time.perf_counter()
+        generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, (1, 28, 28),
+                 generator=torch.Generator().manual_seed(0))
+    return time.perf_counter() - start
+
+
+def profile_step(cfg, net, steps: int = 5) -> str:
+    """torch.profiler's operator table (self CPU time) for `steps` training steps of the config."""
+    x = torch.randn(cfg.train.batch_size, 1, 28, 28)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+
+    def step():
+        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.bf16):
+            loss = (net(x, torch.rand(x.shape[0])).float() - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+
+
+def run_variants(out, quick: bool = False) -> str:
+    info, rows = machine(), []
+    base = get_preset("mnist")
+    for label, overrides in VARIANTS[:2] if quick else VARIANTS:
+        cfg = apply_overrides(base, overrides)
+        net = model_from_config(cfg, (1, 28, 28), 0)
+        speed = measure(net, net, cfg.train.batch_size, cfg.train.bf16, 1 if quick else 10,
+                        channels_last=cfg.train.channels_last)
+        rows.append(dict(variant=label, set=" ".join(overrides) or "-", **speed,
+                         s_per_64_samples=round(time_64_samples(cfg, net.eval()), 2)))
+        print(rows[-1], flush=True)
+    prof = profile_step(base, model_from_config(base, (1, 28, 28), 0).train(), 1 if quick else 5)
+    md = (f"# Speed variants of the `mnist` preset\n\nMachine: {info['cpu']}, {info['threads']} threads, torch "
+          f"{info['torch']}. 64 samples: {base.sample.sampler}, {base.sample.steps} steps.\n\n{table(rows)}\n\n"
+          f"## Profile of the preset's training step (self CPU time)\n\n```\n{prof}\n```\n")
+    write_text(out / "variants.md", md)
+    return md
