@@ -18,6 +18,7 @@ import torch
 from tinydiffusion.checkpoint import load_weights, model_from_config, write_text
 from tinydiffusion.config import PRESETS, apply_overrides, get_preset
 from tinydiffusion.data import load_dataset, to_model_range, to_unit_range
+from tinydiffusion.device import autocast, use_bf16
 from tinydiffusion.experiments.report import machine, table
 from tinydiffusion.generate import generate
 from tinydiffusion.models import count_parameters
@@ -46,7 +47,7 @@ def throughput(name: str, repeats: int) -> dict:
         return dict(recipe=name, **measure(net, fwd, batch=128, bf16=False, repeats=repeats, integer_t=True))
     cfg = get_preset(name)
     net = model_from_config(cfg, (1, 28, 28), 10 if cfg.data.conditional else 0)
-    return dict(recipe=name, **measure(net, net, cfg.train.batch_size, cfg.train.bf16, repeats))
+    return dict(recipe=name, **measure(net, net, cfg.train.batch_size, use_bf16(cfg.train.precision, "cpu"), repeats))
 
 
 def measure(net, fwd, batch: int, bf16: bool, repeats: int, channels_last: bool = False,
@@ -65,7 +66,7 @@ def measure(net, fwd, batch: int, bf16: bool, repeats: int, channels_last: bool 
         return t if integer_t else continuous_time(t, 1000)
 
     def train_step():
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with autocast("cpu", bf16):
             loss = (fwd(x, times(batch)).float() - torch.randn(x.shape, generator=g)).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -73,7 +74,7 @@ def measure(net, fwd, batch: int, bf16: bool, repeats: int, channels_last: bool 
 
     @torch.no_grad()
     def nfe():
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with autocast("cpu", bf16):
             fwd(x64, times(64))
 
     net.train()
@@ -100,9 +101,8 @@ def _evaluate_ours(run: Path, mark: float, n: int, sampler: str, steps: int) -> 
     net.eval()
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
     start = time.perf_counter()
-    with torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.bf16):
-        x = generate(net, schedule, replace(cfg.sample, sampler=sampler, steps=steps), cfg.diffusion.prediction, n,
-                     (1, 28, 28), generator=torch.Generator().manual_seed(0))
+    x = generate(net, schedule, replace(cfg.sample, sampler=sampler, steps=steps), cfg.diffusion.prediction, n,
+                 (1, 28, 28), generator=torch.Generator().manual_seed(0), bf16=use_bf16(cfg.train.precision, "cpu"))
     return dict(images=to_unit_range(x), seconds=time.perf_counter() - start)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from tinydiffusion.checkpoint import model_from_config, write_text
 from tinydiffusion.config import apply_overrides, get_preset
+from tinydiffusion.device import autocast, use_bf16
 from tinydiffusion.experiments.report import machine, table
 from tinydiffusion.generate import generate
 from tinydiffusion.schedules import make_schedule
@@ -20,8 +21,9 @@ from tinydiffusion.schedules import make_schedule
 from .bench import measure
 
 VARIANTS = [
-    ("preset: unet-patch 48 ch, bf16, batch 64", []),
-    ("fp32", ["train.bf16=false"]),
+    ("preset: unet-patch 48 ch, batch 64, precision auto", []),
+    ("fp32", ["train.precision=fp32"]),
+    ("bf16 autocast", ["train.precision=bf16"]),
     ("channels-last memory layout", ["train.channels_last=true"]),
     ("batch 128", ["train.batch_size=128"]),
     ("no self-attention", ["model.attention_resolutions=()"]),
@@ -36,11 +38,12 @@ VARIANTS = [
 def time_64_samples(cfg, net) -> float:
     """Seconds for 64 samples with the config's sampler (after one warm-up call), in its precision."""
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.bf16):
+    bf16 = use_bf16(cfg.train.precision, "cpu")
+    with torch.no_grad(), autocast("cpu", bf16):
         net(torch.randn(64, 1, 28, 28), torch.full((64,), 0.5))
-        start = time.perf_counter()
-        generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, (1, 28, 28),
-                 generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, (1, 28, 28),
+             generator=torch.Generator().manual_seed(0), bf16=bf16)
     return time.perf_counter() - start
 
 
@@ -50,7 +53,7 @@ def profile_step(cfg, net, steps: int = 5) -> str:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
 
     def step():
-        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.bf16):
+        with autocast("cpu", use_bf16(cfg.train.precision, "cpu")):
             loss = (net(x, torch.rand(x.shape[0])).float() - x).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -69,7 +72,7 @@ def run_variants(out, quick: bool = False) -> str:
     for label, overrides in VARIANTS[:2] if quick else VARIANTS:
         cfg = apply_overrides(base, overrides)
         net = model_from_config(cfg, (1, 28, 28), 0)
-        speed = measure(net, net, cfg.train.batch_size, cfg.train.bf16, 1 if quick else 10,
+        speed = measure(net, net, cfg.train.batch_size, use_bf16(cfg.train.precision, "cpu"), 1 if quick else 10,
                         channels_last=cfg.train.channels_last)
         rows.append(dict(variant=label, set=" ".join(overrides) or "-", **speed,
                          s_per_64_samples=round(time_64_samples(cfg, net.eval()), 2)))

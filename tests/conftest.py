@@ -10,7 +10,7 @@ from tinydiffusion.train import train
 torch.set_num_threads(1)
 
 # A model and chain small enough that a few steps take about a second on 2 CPU cores.
-TINY = ["model.name=unet-small", "model.channels=8", "diffusion.T=20", "train.batch_size=8", "train.bf16=false",
+TINY = ["model.name=unet-small", "model.channels=8", "diffusion.T=20", "train.batch_size=8", "train.precision=fp32",
         "train.log_every=2", "train.checkpoint_every=1000", "sample.steps=5", "sample.clip_x0=true"]
 
 

@@ -43,5 +43,5 @@ def test_bench_flags_are_checked(capsys):
 def test_quick_variants_write_their_table_and_profile(tmp_path):
     assert main(["bench", "--variants", "--quick", "--out", str(tmp_path)]) == 0
     md = (tmp_path / "variants.md").read_text()
-    assert "| preset: unet-patch" in md and "| fp32 | train.bf16=false |" in md
+    assert "| preset: unet-patch" in md and "| fp32 | train.precision=fp32 |" in md
     assert "Self CPU" in md  # torch.profiler's operator table

@@ -13,7 +13,7 @@ from tinydiffusion.experiments import EXPERIMENTS, common, seed_checkpoints
 from tinydiffusion.experiments.seed_checkpoints import forward_check, loss_check
 
 # Every trained variant: a tiny U-Net, a short chain, a few steps (overrides on top of each experiment's preset).
-TINY = ["model.channels=8", "diffusion.T=20", "train.batch_size=8", "train.bf16=false", "train.log_every=1",
+TINY = ["model.channels=8", "diffusion.T=20", "train.batch_size=8", "train.precision=fp32", "train.log_every=1",
         "sample.steps=2"]
 METRIC = {"fd_classifier", "precision", "recall", "class_entropy"}
 

@@ -105,7 +105,7 @@ def run_sample(args):
     import torch
 
     from .generate import sample_conditional, save_labelled_grid, save_samples
-    from .train import resolve_device
+    from .device import resolve_device
 
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be at least 1.")

@@ -72,7 +72,7 @@ def _evaluate_file(path: Path, dataset: str, metrics, inception) -> dict:
 
 def _evaluate_run(args, metrics) -> dict:
     from .evaluate import evaluate_run
-    from .train import resolve_device
+    from .device import resolve_device
 
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be at least 1.")

@@ -78,7 +78,7 @@ def _out(args) -> Path:
 
 def _load(args):
     from .checkpoint import load_run
-    from .train import resolve_device
+    from .device import resolve_device
 
     device = resolve_device(args.device)
     cfg, net, schedule, meta = load_run(args.run, use_ema=not args.raw, device=device)

@@ -57,7 +57,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 = off
     ema_decay: float = 0.9999  # 0 = no EMA (sample from the raw weights)
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step))
-    bf16: bool = False  # bfloat16 autocast (fast on CPUs with AVX-512 BF16 and on GPUs)
+    precision: str = "auto"  # auto | bf16 | fp32; auto = bf16 autocast where the hardware has it (see device.py)
     channels_last: bool = False
     label_dropout: float = 0.1  # conditional models: fraction of labels replaced by the null label
     epochs: float = 0  # budget: whichever of epochs, steps, minutes is set (the CLI flags override)
@@ -106,6 +106,8 @@ def _build(section_type, values: dict):
     cls = {c.__name__: c for c in (DataConfig, ModelConfig, DiffusionConfig, TrainConfig, SampleConfig)}[
         section_type if isinstance(section_type, str) else section_type.__name__]
     hints = typing.get_type_hints(cls)
+    if cls is TrainConfig and "bf16" in values:  # runs written before train.precision replaced train.bf16
+        values = dict(values, precision="auto" if values["bf16"] else "fp32")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in hints})
 
 
@@ -131,7 +133,7 @@ PRESETS: dict[str, tuple[str, Config]] = {
               "spaced in log-SNR",
               Config(model=ModelConfig(name="unet-patch"), diffusion=DiffusionConfig(prediction="v", weighting="min-snr"),
                      train=TrainConfig(batch_size=64, lr=2e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
-                                       bf16=True, minutes=10, checkpoint_every=1000),
+                                       minutes=10, checkpoint_every=1000),
                      sample=SampleConfig(sampler="dpm++2m", steps=10, spacing="logsnr"))),
 }
 _MNIST = PRESETS["mnist"][1]

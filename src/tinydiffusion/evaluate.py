@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .data import DATASETS, load_dataset
+from .device import use_bf16
 from .errors import UserError
 from .features import batched, classifier_outputs, file_digest, load_classifier, reference
 from .metrics import frechet_distance, gaussian_stats, normalised_entropy, prdc
@@ -224,8 +225,7 @@ def evaluate_during_training(net, schedule, cfg, meta: dict, step: int, metrics_
     n, k = cfg.train.eval_n, meta.get("num_classes", 0)
     cond = torch.arange(n) % k if k else None  # conditional runs: balanced labels, so label_accuracy is measured
     g = torch.Generator().manual_seed(cfg.seed)
-    with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.train.bf16):
-        x = generate(net.eval(), schedule, cfg.sample, cfg.diffusion.prediction, n, tuple(meta["shape"]),
-                     generator=g, device=device, cond=cond)
+    x = generate(net.eval(), schedule, cfg.sample, cfg.diffusion.prediction, n, tuple(meta["shape"]),
+                 generator=g, device=device, cond=cond, bf16=use_bf16(cfg.train.precision, device))
     report = evaluate_report(to_unit_range(x), cond, meta["dataset"])
     append_row(metrics_path, dict(step=step, eval=report["metrics"], class_histogram=report["class_histogram"]))

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import atomic_write, write_text
 from .data import load_dataset, to_model_range
+from .device import autocast, use_bf16
 from .errors import UserError
 from .metrics import gaussian_stats
 from .models.classifier import build_classifier, classifier_architecture
@@ -96,10 +97,12 @@ def save_reference(dataset: str, name: str, digest: str, feats: torch.Tensor) ->
 
 # ------------------------------------------------------------------------------------------- classifier
 def train_classifier(dataset: str = "mnist", *, epochs: float = 2, limit: int | None = None, seed: int = 0,
-                     batch_size: int = 128, lr: float = 2e-3, bf16: bool = True, quiet: bool = False) -> dict:
-    """Train the feature classifier on the train split (Adam, warm-up + cosine decay, bf16 autocast), measure its
-    test accuracy, and store weights + JSON in the cache. `limit` trains on a random subset (for tests)."""
+                     batch_size: int = 128, lr: float = 2e-3, precision: str = "auto", quiet: bool = False) -> dict:
+    """Train the feature classifier on the train split (Adam, warm-up + cosine decay; bf16 autocast where the CPU
+    has it, see device.py), measure its test accuracy, and store weights + JSON in the cache. `limit` trains on
+    a random subset (for tests)."""
     train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+    bf16 = use_bf16(precision, "cpu")
     if train.labels is None or not train.num_classes:
         raise UserError(f"Dataset '{dataset}' has no labels, so no feature classifier can be trained for it.")
     torch.manual_seed(seed)
@@ -127,7 +130,7 @@ def train_classifier(dataset: str = "mnist", *, epochs: float = 2, limit: int | 
             x[flip] = x[flip].flip(-1)
         for group in opt.param_groups:  # linear warm-up, then cosine decay to 0
             group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with autocast("cpu", bf16):
             loss = F.cross_entropy(net(x), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,6 +14,7 @@ from .checkpoint import atomic_write, load_run
 from .config import SampleConfig
 from .data import to_unit_range
 from .denoiser import Denoiser
+from .device import autocast, use_bf16
 from .errors import UserError
 from .guidance import guided
 from .samplers import get_sampler, make_timesteps
@@ -24,10 +25,10 @@ from .viz import font, grid_array, save_grid, save_png, to_pil
 def generate(net, schedule, sample_cfg: SampleConfig, prediction: str, n: int, shape: tuple, *,
              batch_size: int = 256, generator: torch.Generator | None = None, device="cpu", cond=None,
              callback=None, guidance: float | None = None, guidance_rescale: float = 0.0,
-             null_label: int | None = None) -> torch.Tensor:
+             null_label: int | None = None, bf16: bool = False) -> torch.Tensor:
     """n images of `shape` in [-1, 1], sampled in batches with the configured sampler. cond: (n,) labels, a
     Context of n prompts, or None. guidance: classifier-free guidance scale w (None = plain conditional);
-    null_label defaults to net.num_classes."""
+    null_label defaults to net.num_classes. bf16: run the network under bf16 autocast (see device.py)."""
     sampler = get_sampler(sample_cfg.sampler)
     options = {k: getattr(sample_cfg, k) for k in inspect.signature(sampler).parameters if hasattr(sample_cfg, k)
                and k not in ("steps",)}
@@ -40,7 +41,9 @@ def generate(net, schedule, sample_cfg: SampleConfig, prediction: str, n: int, s
         b = min(batch_size, n - start)
         x_T = torch.randn((b, *shape), generator=generator).to(device)
         c = None if cond is None else cond[start:start + b].to(device)
-        out.append(sampler(denoiser, x_T, timesteps, cond=c, generator=generator, callback=callback, **options).cpu())
+        with autocast(device, bf16):
+            out.append(sampler(denoiser, x_T, timesteps, cond=c, generator=generator, callback=callback,
+                               **options).cpu())
     return torch.cat(out).clamp(-1, 1)
 
 
@@ -135,5 +138,5 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
     g = torch.Generator().manual_seed(seed)
     images = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, n, tuple(meta["shape"]),
                       batch_size=batch_size, generator=g, device=device, cond=cond, guidance=guidance,
-                      guidance_rescale=guidance_rescale)
+                      guidance_rescale=guidance_rescale, bf16=use_bf16(cfg.train.precision, device))
     return images, labels

@@ -16,6 +16,7 @@ from .checkpoint import (CONFIG, EMA, MODEL, state_tensors, atomic_write, load_t
 from .captions import caption_bank
 from .config import Config
 from .data import Batches, load_dataset, to_model_range
+from .device import autocast, resolve_device, use_bf16
 from .errors import UserError
 from .generate import generate, save_samples
 from .models import count_parameters
@@ -37,16 +38,6 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p, 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available() or name == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name} is not available on this machine; use --device cpu or auto.")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UserError(f"Unknown device '{name}'; choose auto, cpu, cuda or mps.")
-    return torch.device(name)
 
 
 def budget(cfg: Config, steps_per_epoch: int) -> tuple[int | None, float | None]:
@@ -76,6 +67,7 @@ def check_config(cfg: Config) -> None:
     if cfg.train.optimizer not in ("adam", "adamw"):
         raise UserError(f"Unknown optimizer '{cfg.train.optimizer}'; choose adam or adamw.")
     check_prediction(cfg.diffusion.prediction)
+    use_bf16(cfg.train.precision, "cpu")  # validates the name
     get_sampler(cfg.sample.sampler)
 
 
@@ -83,6 +75,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     """Train a denoiser with cfg, writing the run to `out`. Returns a summary dict."""
     out, dev = Path(out), resolve_device(device)
     check_config(cfg)
+    bf16 = use_bf16(cfg.train.precision, dev)
     if resume and not (out / CONFIG).exists():
         raise UserError(f"Nothing to resume in {out}: it has no checkpoint. Start a new run without --resume.")
     if not resume and (out / CONFIG).exists():
@@ -129,10 +122,9 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     def sample_grid():
         net = (ema or model).eval()
         gs = torch.Generator().manual_seed(cfg.seed)
-        with torch.autocast(dev.type, torch.bfloat16, enabled=tc.bf16):
-            x = generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, data.shape, generator=gs,
-                         device=dev, cond=torch.arange(64) % num_classes if num_classes else
-                         captions.class_context(torch.arange(64) % 10) if captions else None)
+        x = generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, data.shape, generator=gs,
+                     device=dev, bf16=bf16, cond=torch.arange(64) % num_classes if num_classes else
+                     captions.class_context(torch.arange(64) % 10) if captions else None)
         model.train()
         save_samples(x, out / "samples" / f"step_{step:07d}.png")
 
@@ -163,7 +155,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
             cond = cond.to(dev)
         if captions is not None:
             cond = captions.batch(idx, g, tc.label_dropout).to(dev)  # dropped captions = the empty prompt
-        with torch.autocast(dev.type, torch.bfloat16, enabled=tc.bf16):
+        with autocast(dev, bf16):
             loss = diffusion_loss(model, schedule, x0, prediction=cfg.diffusion.prediction,
                                   weighting=cfg.diffusion.weighting, cond=cond, generator=g).mean()
         optimizer.zero_grad(set_to_none=True)

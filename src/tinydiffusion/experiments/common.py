@@ -78,7 +78,7 @@ def train_variant(args, cfg: Config, run_dir: Path) -> dict:
 def sample_timed(run_dir: Path, n: int, steps: int | None, seed: int, device: str = "auto"):
     """n samples from a run with its sampler (steps capped at T), timed.
     Returns (images in [-1, 1], milliseconds per image, steps used)."""
-    from ..train import resolve_device
+    from ..device import resolve_device, use_bf16
 
     dev = resolve_device(device)
     cfg, net, schedule, meta = load_run(run_dir, device=dev)
@@ -88,7 +88,8 @@ def sample_timed(run_dir: Path, n: int, steps: int | None, seed: int, device: st
     cond = torch.arange(n) % k if k else None  # conditional runs: classes in turn
     start = time.perf_counter()
     x = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, n, tuple(meta["shape"]),
-                 generator=torch.Generator().manual_seed(seed), device=dev, cond=cond)
+                 generator=torch.Generator().manual_seed(seed), device=dev, cond=cond,
+                 bf16=use_bf16(cfg.train.precision, dev))
     return x, (time.perf_counter() - start) / n * 1000, steps
 
 

@@ -55,7 +55,7 @@ def saturation(images01: torch.Tensor) -> dict:
 
 def run(args) -> Path:
     from ..evaluate import evaluate_samples  # lazy: it loads (or trains once) the project's classifier
-    from ..train import resolve_device
+    from ..device import resolve_device, use_bf16
 
     try:
         weights = [float(w) for w in args.weights.split(",") if w.strip()]
@@ -79,10 +79,9 @@ def run(args) -> Path:
     grids = []
     for w in weights:
         g = torch.Generator().manual_seed(args.seed)  # the same noise for every w: a paired comparison
-        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.train.bf16):  # as the run's own grids
-            x = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, len(labels), tuple(meta["shape"]),
-                         batch_size=args.batch_size, generator=g, device=device, cond=cond, guidance=w,
-                         guidance_rescale=args.rescale if w > 1 else 0.0)
+        x = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, len(labels), tuple(meta["shape"]),
+                     batch_size=args.batch_size, generator=g, device=device, cond=cond, guidance=w,
+                     guidance_rescale=args.rescale if w > 1 else 0.0, bf16=use_bf16(cfg.train.precision, device))
         x01 = to_unit_range(x)
         scores = evaluate_samples(x01, labels, dataset=meta.get("dataset", "mnist"))
         rows.append(dict(w=f"{w:g}", **{m: scores[m] for m in ("label_accuracy", "fd_classifier", "precision", "recall")

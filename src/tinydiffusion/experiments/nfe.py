@@ -17,6 +17,7 @@ import torch
 
 from ..checkpoint import load_run
 from ..data import to_unit_range
+from ..device import use_bf16
 from ..errors import UserError
 from ..generate import generate
 from ..plot import line_plot
@@ -82,14 +83,15 @@ def sample_setting(net, schedule, cfg, meta, sample_cfg, n: int, seed: int, batc
     counted = CountingNet(net)
     start = time.perf_counter()
     images = generate(counted, schedule, sample_cfg, cfg.diffusion.prediction, n, tuple(meta["shape"]),
-                      batch_size=batch_size, generator=torch.Generator().manual_seed(seed), device=dev)
+                      batch_size=batch_size, generator=torch.Generator().manual_seed(seed), device=dev,
+                      bf16=use_bf16(cfg.train.precision, dev))
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return images, time.perf_counter() - start, counted.calls / math.ceil(n / batch_size)
 
 
 def run(args) -> Path:
-    from ..train import resolve_device
+    from ..device import resolve_device
     from .common import project_metric, save_samples_grid  # the metric is imported lazily, on first use
 
     samplers, budgets = parse_settings(args)

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..generate import generate
 from ..models import count_parameters
 from ..objectives import diffusion_loss
-from ..train import resolve_device
+from ..device import autocast, resolve_device, use_bf16
 
 BIG_SIDE, BIG_PARAMS = 512, 860e6  # the lesson's comparison: 512 x 512 images, an ~860M-parameter U-Net
 
@@ -29,7 +29,8 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, help="sampler steps per image (default T: the full chain, 1000 in the lesson)")
     p.add_argument("--repeats", type=int, default=5, help="training steps timed after 2 warm-up steps (median)")
     p.add_argument("--precision", choices=["run", "fp32", "bf16"], default="run",
-                   help="run: the run's train.bf16 setting, for both the training step and generation")
+                   help="run: the run's train.precision (auto = bf16 where the hardware has it), for both the "
+                        "training step and generation")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
 
@@ -51,7 +52,7 @@ def time_train_step(cfg, net, schedule, images_uint8, dev, bf16: bool, repeats: 
     for k in range(2 + repeats):  # the first two steps allocate optimiser state and warm caches
         _sync(dev)
         start = time.perf_counter()
-        with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+        with autocast(dev, bf16):
             loss = diffusion_loss(net, schedule, x0, prediction=cfg.diffusion.prediction,
                                   weighting=cfg.diffusion.weighting, generator=g).mean()
         opt.zero_grad(set_to_none=True)
@@ -69,7 +70,7 @@ def run(args) -> Path:
     out = Path(args.out) if args.out else Path("reports") / "timing"
     dev = resolve_device(args.device)
     cfg, net, schedule, meta = load_run(args.run, use_ema=False, device=dev)
-    bf16 = cfg.train.bf16 if args.precision == "run" else args.precision == "bf16"
+    bf16 = use_bf16(cfg.train.precision if args.precision == "run" else args.precision, dev)
     steps = args.steps or schedule.T
     if not 1 <= steps <= schedule.T:
         raise UserError(f"--steps must be between 1 and the run's T={schedule.T}, got {steps}.")
@@ -86,15 +87,14 @@ def run(args) -> Path:
     k = int(meta.get("num_classes", 0))
     cond = torch.arange(args.n) % k if k else None
     g = torch.Generator().manual_seed(args.seed)
-    with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-        generate(net, schedule, replace(sample_cfg, steps=1), cfg.diffusion.prediction, min(args.n, 8), shape,
-                 generator=g, device=dev, cond=None if cond is None else cond[:8])  # warm-up
-        _sync(dev)
-        start = time.perf_counter()
-        generate(net, schedule, sample_cfg, cfg.diffusion.prediction, args.n, shape, batch_size=args.n,
-                 generator=g, device=dev, cond=cond)
-        _sync(dev)
-        gen_s = time.perf_counter() - start
+    generate(net, schedule, replace(sample_cfg, steps=1), cfg.diffusion.prediction, min(args.n, 8), shape,
+             generator=g, device=dev, cond=None if cond is None else cond[:8], bf16=bf16)  # warm-up
+    _sync(dev)
+    start = time.perf_counter()
+    generate(net, schedule, sample_cfg, cfg.diffusion.prediction, args.n, shape, batch_size=args.n,
+             generator=g, device=dev, cond=cond, bf16=bf16)
+    _sync(dev)
+    gen_s = time.perf_counter() - start
 
     # 3. derived numbers; the last two are extrapolations, not measurements
     per_image = gen_s / args.n

@@ -12,7 +12,7 @@ from . import common
 from .report import table, write_report
 from ..data import load_dataset, to_unit_range
 from ..models.vae import ConvVAE, train_vae
-from ..train import resolve_device
+from ..device import resolve_device
 
 
 def add_arguments(p):
