@@ -140,6 +140,29 @@ def test_min_snr_weights_the_x0_error_the_same_for_every_prediction_type():
         torch.testing.assert_close(loss.double(), expected, rtol=2e-3, atol=1e-7)
 
 
+def test_lognormal_time_sampling_draws_edm_log_snr_and_snaps_to_the_nearest_step():
+    from tinydiffusion.objectives import sample_t
+
+    g = torch.Generator().manual_seed(0)
+    t = sample_t(LINEAR, 20_000, "lognormal", g)
+    logsnr = (LINEAR.alpha_bar / (1 - LINEAR.alpha_bar)).log()  # (T,), from 9.2 at t = 0 to -10.1 at t = T-1
+    lam = logsnr[t]
+    # Inside the table's range (|lambda| < 9) snapping moves a draw by under one step, so N(2.4, 2.4) survives.
+    assert abs(lam.mean().item() - 2.4) < 0.1 and abs(lam.std().item() - 2.4) < 0.1
+    assert 0 <= int(t.min()) and int(t.max()) < LINEAR.T
+    # Snapping: the chosen step is the nearest in log-SNR to the drawn value.
+    g2 = torch.Generator().manual_seed(0)
+    drawn = 2.4 + 2.4 * torch.randn(20_000, generator=g2, dtype=torch.float64)
+    gap = (logsnr[t] - drawn).abs()
+    assert bool((gap <= (logsnr[(t + 1).clamp(max=LINEAR.T - 1)] - drawn).abs() + 1e-12).all())
+    assert bool((gap <= (logsnr[(t - 1).clamp(min=0)] - drawn).abs() + 1e-12).all())
+    # Uniform keeps Ho et al.'s t ~ U{0..T-1}.
+    u = sample_t(LINEAR, 20_000, "uniform", torch.Generator().manual_seed(1))
+    assert int(u.min()) == 0 and int(u.max()) == LINEAR.T - 1 and abs(u.double().mean().item() - 499.5) < 10
+    with pytest.raises(UserError, match="time sampling"):
+        sample_t(LINEAR, 4, "beta")
+
+
 # ----------------------------------------------------------------------------------- samplers: distribution
 def affine_moments(sample, x_T_shape=(1, 2, 2)) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact mean and variance of sample(x_T) for x_T ~ N(0, I) when sample is affine per dimension, as
@@ -184,6 +207,34 @@ def test_ddpm_reaches_the_target_mean_and_variance(variance, steps):
         z.append(max(z_mean.max().item(), z_var.max().item()))
     assert z[-1] < 5, f"ddpm at {steps[-1]} steps is {z[-1]:.1f} standard errors from the target"
     assert z[0] > 20, f"ddpm at {steps[0]} steps should be far from the target (it is {z[0]:.1f} SE)"
+
+
+def test_dpmpp_2m_sde_reaches_the_target_in_far_fewer_steps_than_ddpm():
+    """Both samplers add fresh noise each step; 2M SDE's multistep correction removes most of DDPM's
+    first-order variance bias (on log-SNR spacing, the one it is built for): measured 7.8 % at 10 steps and
+    1.4 % at 100, against DDPM's 59 % and 11 %."""
+    x_T = noise(N, seed=5)
+
+    def var_error(name, K):
+        x0 = SAMPLERS[name](denoiser(), x_T, make_timesteps(LINEAR, K, "logsnr"),
+                            generator=torch.Generator().manual_seed(6)).double()
+        z_mean = ((x0.mean(0) - MU).abs() / (STD / N**0.5)).max().item()
+        return (x0.var(0) / STD**2 - 1).abs().max().item(), z_mean
+
+    for K in (10, 20):
+        (sde, _), (ddpm, _) = var_error("dpm++2m-sde", K), var_error("ddpm", K)
+        assert sde < 0.25 * ddpm, (K, sde, ddpm)
+    sde, z_mean = var_error("dpm++2m-sde", 100)
+    assert sde < 0.02 + 5 * (2 / N) ** 0.5 and z_mean < 5, (sde, z_mean)
+
+
+def test_dpmpp_2m_sde_first_step_is_the_ddpm_posterior_step():
+    x_T, ts = noise(256, seed=8), make_timesteps(LINEAR, 2, "logsnr")  # [999, 0]: one step before the last
+    first = {}
+    for name in ("dpm++2m-sde", "ddpm"):
+        SAMPLERS[name](denoiser(), x_T, ts, generator=torch.Generator().manual_seed(9),
+                       callback=lambda d, name=name: first.setdefault(name, d["x"]))
+    torch.testing.assert_close(first["dpm++2m-sde"], first["ddpm"], rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------ DDIM

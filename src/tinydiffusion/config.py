@@ -44,6 +44,7 @@ class DiffusionConfig:
     T: int = 1000
     prediction: str = "eps"  # eps | x0 | v
     weighting: str = "none"  # none | min-snr
+    t_sampling: str = "uniform"  # uniform | lognormal (EDM's log-normal noise levels; see objectives.sample_t)
 
 
 @dataclass(frozen=True)

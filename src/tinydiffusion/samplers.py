@@ -119,6 +119,32 @@ def sample_dpmpp_2m(denoiser, x_T, timesteps, *, cond=None, generator=None, call
 
 
 @torch.no_grad()
+def sample_dpmpp_2m_sde(denoiser, x_T, timesteps, *, cond=None, generator=None, callback=None):
+    """DPM-Solver++(2M) SDE, Lu et al. 2022 (arXiv:2211.01095) sec. 5: the data-prediction SDE solved exactly
+    with x0_hat held fixed over the step (the DDPM posterior step), plus 2M's multistep correction of x0_hat.
+    Fresh noise each step corrects the network's errors as DDPM does, at DPM-Solver's step counts."""
+    als = lambda t: _alpha_sigma_lambda(denoiser.schedule, t)  # noqa: E731
+    x, x0_prev, h_prev = x_T, None, None
+    for i, (t, s) in enumerate(_pairs(timesteps)):
+        x0_hat, _ = denoiser(x, t, cond)
+        if s < 0:
+            x = x0_hat  # the last step adds no noise
+        else:
+            (_, sigma_t, lambda_t), (alpha_s, sigma_s, lambda_s) = als(t), als(s)
+            h = lambda_s - lambda_t
+            D = x0_hat
+            if x0_prev is not None:  # as in 2M: x0_hat extrapolated linearly in lambda
+                D = x0_hat + (x0_hat - x0_prev) * h / (2 * h_prev)
+            keep = -math.expm1(-2 * h)  # 1 - e^(-2h): the share of x_s's variance that is fresh
+            noise = torch.randn(x.shape, generator=generator).to(x.device)
+            x = (sigma_s / sigma_t) * math.exp(-h) * x + alpha_s * keep * D + sigma_s * keep**0.5 * noise
+            h_prev = h
+        x0_prev = x0_hat
+        _report(callback, i, t, x, x0_hat)
+    return x
+
+
+@torch.no_grad()
 def sample_dpmpp_3m(denoiser, x_T, timesteps, *, cond=None, generator=None, callback=None):
     """DPM-Solver++(3M), Lu et al. 2022 (arXiv:2211.01095): multistep, third order in lambda, data prediction.
 
@@ -185,8 +211,8 @@ def sample_heun(denoiser, x_T, timesteps, *, cond=None, generator=None, callback
     return x_tilde
 
 
-SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpm++2m": sample_dpmpp_2m, "dpm++3m": sample_dpmpp_3m,
-            "heun": sample_heun}
+SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpm++2m": sample_dpmpp_2m, "dpm++2m-sde": sample_dpmpp_2m_sde,
+            "dpm++3m": sample_dpmpp_3m, "heun": sample_heun}
 
 
 def get_sampler(name: str):

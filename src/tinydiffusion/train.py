@@ -54,7 +54,7 @@ def check_config(cfg: Config) -> None:
     """Fail on unknown names before any data is loaded or time is spent."""
     from .denoiser import check_prediction
     from .models import MODELS
-    from .objectives import WEIGHTINGS
+    from .objectives import T_SAMPLINGS, WEIGHTINGS
     from .samplers import get_sampler
     from .schedules import SCHEDULES
 
@@ -64,6 +64,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"Unknown schedule '{cfg.diffusion.schedule}'; choose one of: {', '.join(SCHEDULES)}.")
     if cfg.diffusion.weighting not in WEIGHTINGS:
         raise UserError(f"Unknown loss weighting '{cfg.diffusion.weighting}'; choose one of: {', '.join(WEIGHTINGS)}.")
+    if cfg.diffusion.t_sampling not in T_SAMPLINGS:
+        raise UserError(f"Unknown time sampling '{cfg.diffusion.t_sampling}'; choose one of: {', '.join(T_SAMPLINGS)}.")
     if cfg.train.optimizer not in ("adam", "adamw"):
         raise UserError(f"Unknown optimizer '{cfg.train.optimizer}'; choose adam or adamw.")
     check_prediction(cfg.diffusion.prediction)
@@ -157,7 +159,8 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
             cond = captions.batch(idx, g, tc.label_dropout).to(dev)  # dropped captions = the empty prompt
         with autocast(dev, bf16):
             loss = diffusion_loss(model, schedule, x0, prediction=cfg.diffusion.prediction,
-                                  weighting=cfg.diffusion.weighting, cond=cond, generator=g).mean()
+                                  weighting=cfg.diffusion.weighting, t_sampling=cfg.diffusion.t_sampling,
+                                  cond=cond, generator=g).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:

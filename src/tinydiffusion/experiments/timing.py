@@ -54,7 +54,8 @@ def time_train_step(cfg, net, schedule, images_uint8, dev, bf16: bool, repeats: 
         start = time.perf_counter()
         with autocast(dev, bf16):
             loss = diffusion_loss(net, schedule, x0, prediction=cfg.diffusion.prediction,
-                                  weighting=cfg.diffusion.weighting, generator=g).mean()
+                                  weighting=cfg.diffusion.weighting, t_sampling=cfg.diffusion.t_sampling,
+                                  generator=g).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
