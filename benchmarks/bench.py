@@ -155,6 +155,18 @@ def quality_vs_time(out: Path, recipes: list[str], marks: list[float], n: int, n
     return rows
 
 
+def metric_scale(n: int, n_slow: int) -> dict[str, float]:
+    """fd_classifier of reference image sets, so the table's numbers have a scale: real training digits (the
+    floor a perfect model reaches at that sample count), one class only (no diversity), uniform noise."""
+    real = load_dataset("mnist", "train")
+    ones = real.images[real.labels == 1]
+    noise = torch.rand((n, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    scale = {f"real training digits (n={size})": _score(real.images[:size].float() / 255) for size in sorted({n, n_slow})}
+    scale[f"one class: training ones (n={n})"] = _score(ones[:n].float() / 255)
+    scale[f"uniform noise (n={n})"] = _score(noise)
+    return {k: round(v, 2) for k, v in scale.items()}
+
+
 def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, marks: list[float] | None = None,
               n: int = 500, n_slow: int = 200) -> Path:
     out = Path(out)
@@ -166,8 +178,8 @@ def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, 
     speed = [throughput(name, 1 if quick else 5) for name in
              ([r for r in recipes if r in PRESETS] + (["diffusers"] if "diffusers" in recipes else []))]
     print(table(speed))
-    real = load_dataset("mnist", "train").images
-    floor = {size: round(_score(to_unit_range(to_model_range(real[:size]))), 2) for size in (n, n_slow)}
+    scale = metric_scale(n, n_slow)
+    floor = {size: scale[f"real training digits (n={size})"] for size in (n, n_slow)}
     quality = quality_vs_time(out, recipes, marks, n, n_slow, quick)
     print(table(quality))
     series = {}
@@ -180,8 +192,9 @@ def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, 
     md = (f"# tinydiffusion bench\n\nMachine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}\n\n"
           f"## Throughput\n\n{table(speed)}\n\n## Quality vs wall-clock (fd_classifier vs the MNIST test split; "
           f"real training digits score {floor[n]} at n={n} and {floor[n_slow]} at n={n_slow})\n\n"
-          f"{table(quality)}\n\n![quality](quality_vs_minutes.png)\n")
+          f"{table(quality)}\n\n![quality](quality_vs_minutes.png)\n\n## The metric's scale\n\n"
+          f"{table([dict(images=k, fd_classifier=v) for k, v in scale.items()])}\n")
     write_text(out / "bench.md", md)
-    write_text(out / "bench.json", json.dumps(dict(machine=info, throughput=speed, quality=quality, floor=floor,
+    write_text(out / "bench.json", json.dumps(dict(machine=info, throughput=speed, quality=quality, floor=floor, scale=scale,
                                                    n=n, marks=marks), indent=2))
     return out

@@ -21,17 +21,19 @@ from tinydiffusion.schedules import make_schedule
 from .bench import measure
 
 VARIANTS = [
-    ("preset: unet-patch 48 ch, batch 64, precision auto", []),
+    ("preset: unet-patch 32 ch, batch 64, precision auto", []),
     ("fp32", ["train.precision=fp32"]),
     ("bf16 autocast", ["train.precision=bf16"]),
     ("channels-last memory layout", ["train.channels_last=true"]),
+    ("batch 32", ["train.batch_size=32"]),
     ("batch 128", ["train.batch_size=128"]),
     ("no self-attention", ["model.attention_resolutions=()"]),
     ("no GroupNorm", ["model.norm_kind=none"]),
+    ("40 channels", ["model.channels=40"]),
+    ("48 channels (the previous preset)", ["model.channels=48"]),
     ("64 channels", ["model.channels=64"]),
-    ("32 channels", ["model.channels=32"]),
-    ("full resolution: unet-small (32 ch, 28 px)", ["model.name=unet-small", "model.channels=32"]),
-    ("previous preset: unet-small, batch 128", ["model.name=unet-small", "model.channels=32", "train.batch_size=128"]),
+    ("patches 4x4, 64 channels", ["model.patch_size=4", "model.channels=64"]),
+    ("full resolution: unet-small (32 ch, 28 px)", ["model.name=unet-small"]),
 ]
 
 
