@@ -25,20 +25,24 @@ def stand_in_metric(monkeypatch):
 
 
 def test_nfe_sweep_writes_table_plots_grids_and_the_closing_note(tiny_run, tmp_path, capsys):
-    # Settings in order: ddim 2, 4; dpm++2m 2, 4; heun 1 (1 NFE), 2 (3 NFE) steps; ddpm over all T = 20 steps.
-    FDS[:] = [9.0, 5.0, 6.0, 1.05, 4.0, 7.0, 1.0]
+    # Settings in order: ddim 2, 4; dpm++2m 2, 4; dpm++2m-sde 2, 4; heun 1 (1 NFE), 2 (3 NFE) steps; ddpm over
+    # all T = 20 steps.
+    FDS[:] = [9.0, 5.0, 6.0, 1.05, 3.0, 1.2, 4.0, 7.0, 1.0]
     out = tmp_path / "nfe"
-    assert main(["experiment", "nfe", "--run", str(tiny_run), "--n", "4", "--samplers", "ddim,dpm++2m,heun",
+    assert main(["experiment", "nfe", "--run", str(tiny_run), "--n", "4", "--samplers", "ddim,dpm++2m,dpm++2m-sde,heun",
                  "--steps", "2,4", "--out", str(out), "--batch-size", "3"]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {(r["sampler"], r["steps"]): r for r in results["rows"]}
-    assert set(rows) == {("ddim", 2), ("ddim", 4), ("dpm++2m", 2), ("dpm++2m", 4), ("heun", 1), ("heun", 2),
-                         ("ddpm (20 steps)", 20)}
+    assert set(rows) == {("ddim", 2), ("ddim", 4), ("dpm++2m", 2), ("dpm++2m", 4), ("dpm++2m-sde", 2),
+                         ("dpm++2m-sde", 4), ("heun", 1), ("heun", 2), ("ddpm (20 steps)", 20)}
     # NFE is counted: one net call per step (heun 2K - 1), whatever the batching (n = 4 in batches of 3)
     assert [rows[k]["nfe"] for k in [("ddim", 4), ("heun", 1), ("heun", 2), ("ddpm (20 steps)", 20)]] == [4, 1, 3, 20]
-    assert results["dpm_within_10pct_nfe"] == 4 and results["seconds_64"] > 0  # 1.05 <= 1.1 * 1.0
+    assert results["dpmpp2m_within_10pct_nfe"] == 4 and results["dpmpp2m_seconds_64"] > 0  # 1.05 <= 1.1 * 1.0
+    assert results["dpmpp2m_sde_within_10pct_nfe"] is None and results["dpmpp2m_sde_best_fd"] == 1.2  # 1.2 > 1.1
     report = (out / "report.md").read_text()
-    assert "**4 NFE**" in report and "More steps did not always help: heun 1 -> 3 NFE" in report
+    assert "dpm++2m comes within 10% of the 20-step DDPM quality at **4 NFE**" in report
+    assert "dpm++2m-sde does not come within 10%" in report
+    assert "More steps did not always help: heun 1 -> 3 NFE" in report
     for png in ["quality_vs_nfe.png", "quality_vs_seconds.png", "grids/ddim_2.png", "grids/ddpm_20.png"]:
         assert Image.open(out / png).size[0] > 50
 

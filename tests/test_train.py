@@ -117,3 +117,36 @@ def test_ema_update_is_a_convex_combination():
     before = a.weight.detach().clone()
     update_ema(a, b, decay=0.9)
     torch.testing.assert_close(a.weight, 0.9 * before + 0.1 * b.weight)
+
+
+def test_precision_auto_uses_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from tinydiffusion import device
+    from tinydiffusion.config import Config
+
+    assert device.use_bf16("fp32", "cpu") is False and device.use_bf16("bf16", "cpu") is True
+    for native in (False, True):
+        monkeypatch.setattr(device, "native_bf16", lambda dev, native=native: native)
+        assert device.use_bf16("auto", "cpu") is native
+    with pytest.raises(UserError, match="precision"):
+        device.use_bf16("fp16", "cpu")
+    # Runs written before train.precision existed said train.bf16: true -> auto, false -> fp32.
+    assert Config.from_dict({"train": {"bf16": True}}).train.precision == "auto"
+    assert Config.from_dict({"train": {"bf16": False}}).train.precision == "fp32"
+
+
+def test_importance_time_sampling_keeps_the_weighted_objective_in_expectation():
+    """E_{t ~ w/sum w}[mean(w) mse_t] = E_{t ~ U}[w_t mse_t]: with a net whose error depends only on t, the
+    two estimates agree to Monte-Carlo error."""
+    schedule = make_schedule("linear", 1000)
+    x0 = torch.zeros(4096, 1, 2, 2)
+
+    def net(x_t, s, cond=None):  # v-prediction error grows with t: target v plus (t / T) everywhere
+        alpha, sigma = schedule.sqrt_alpha_bar, schedule.sqrt_one_minus_alpha_bar
+        t = (s.double() * 1000 - 1).round().long()
+        eps = x_t.double() / sigma[t].view(-1, 1, 1, 1)  # x0 = 0, so x_t = sigma eps
+        return (alpha[t].view(-1, 1, 1, 1) * eps + s.double().view(-1, 1, 1, 1)).float()
+
+    losses = {kind: diffusion_loss(net, schedule, x0, prediction="v", weighting="min-snr", t_sampling=kind,
+                                   generator=torch.Generator().manual_seed(0)).mean().item()
+              for kind in ("uniform", "importance")}
+    assert losses["importance"] == pytest.approx(losses["uniform"], rel=0.05), losses

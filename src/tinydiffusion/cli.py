@@ -54,7 +54,7 @@ def run_train(args):
     out = args.out or Path("runs") / args.preset
     summary = train(cfg, out, device=args.device, resume=args.resume, quiet=args.quiet)
     print(f"trained {summary['steps']} steps in {summary['elapsed_s'] / 60:.1f} min "
-          f"({summary['img_per_s']:.0f} img/s, {summary['parameters'] / 1e6:.2f}M params), "
+          f"({summary['img_per_s']:.0f} img/s in {summary['precision']}, {summary['parameters'] / 1e6:.2f}M params), "
           f"last loss {summary['loss']:.4f}; run in {out}")
 
 

@@ -93,7 +93,8 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     if cfg.data.conditional and not num_classes:
         raise UserError(f"Dataset '{data.name}' has no labels; set data.conditional=false.")
     captions = caption_bank(cfg, data) if cfg.data.text else None  # every distinct caption encoded once
-    meta = dict(dataset=data.name, shape=list(data.shape), num_classes=num_classes, class_names=data.class_names)
+    meta = dict(dataset=data.name, shape=list(data.shape), num_classes=num_classes, class_names=data.class_names,
+                precision="bf16" if bf16 else "fp32")  # what train.precision resolved to on this device
     batches = Batches(len(data), tc.batch_size, cfg.seed)
     max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
@@ -204,7 +205,8 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     checkpoint()
     sample_grid()
     return dict(steps=step, elapsed_s=elapsed, loss=loss.item() if step else float("nan"),
-                img_per_s=step * tc.batch_size / elapsed if elapsed else 0.0, parameters=meta["parameters"])
+                img_per_s=step * tc.batch_size / elapsed if elapsed else 0.0, parameters=meta["parameters"],
+                precision=meta["precision"])
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

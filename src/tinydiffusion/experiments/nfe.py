@@ -26,14 +26,16 @@ from ..timesteps import SPACINGS
 from .report import table, write_report
 
 WITHIN = 0.10  # "comes within 10 % of the full chain's quality" (issue 4)
+FAST = ("dpm++2m", "dpm++2m-sde")  # the few-step samplers the closing note measures against the full chain
 
 
 def add_arguments(p):
     p.add_argument("--run", type=Path, required=True, help="a trained run directory")
     p.add_argument("--out", type=Path, help="report folder (default reports/nfe)")
     p.add_argument("--n", type=int, default=1000, help="samples per setting for the metric (default 1000)")
-    p.add_argument("--samplers", default="ddim,dpm++2m,dpm++3m,heun",
-                   help=f"comma-separated samplers (default ddim,dpm++2m,dpm++3m,heun; any of {', '.join(SAMPLERS)})")
+    p.add_argument("--samplers", default="ddim,dpm++2m,dpm++2m-sde,dpm++3m,heun",
+                   help=f"comma-separated samplers (default ddim,dpm++2m,dpm++2m-sde,dpm++3m,heun; any of "
+                        f"{', '.join(SAMPLERS)})")
     p.add_argument("--steps", default="5,10,20,50,100", help="NFE budgets, comma-separated (default 5,10,20,50,100)")
     p.add_argument("--spacing", default="logsnr", choices=SPACINGS,
                    help="time-step spacing for every sampler (default logsnr, the one DPM-Solver++ is built for)")
@@ -154,8 +156,8 @@ def fd_series(rows: list[dict], key: str) -> dict[str, list[tuple[float, float]]
 
 
 def closing_note(rows, T, args, net, schedule, cfg, meta, dev) -> tuple[str, dict]:
-    """The smallest NFE at which dpm++2m comes within 10 % of the full chain's FD, the time for 64 samples
-    there (measured), and where more steps did not help."""
+    """The smallest NFE at which each FAST sampler comes within 10 % of the full chain's FD, the time for 64
+    samples there (measured), and where more steps did not help."""
     lines, summary = [], {}
     worse = []
     for name in dict.fromkeys(r["sampler"] for r in rows):
@@ -163,24 +165,26 @@ def closing_note(rows, T, args, net, schedule, cfg, meta, dev) -> tuple[str, dic
         worse += [f"{name} {a['nfe']} -> {b['nfe']} NFE ({a['fd_classifier']:.3g} -> {b['fd_classifier']:.3g})"
                   for a, b in zip(mine, mine[1:]) if b["fd_classifier"] > a["fd_classifier"]]
     reference = [r for r in rows if r["sampler"] == f"ddpm ({T} steps)"]
-    dpm = sorted((r for r in rows if r["sampler"] == "dpm++2m"), key=lambda r: r["nfe"])
-    if reference and dpm:
+    for name in [n for n in FAST if any(r["sampler"] == n for r in rows)] if reference else []:
+        fast = sorted((r for r in rows if r["sampler"] == name), key=lambda r: r["nfe"])
         fd_ref = reference[0]["fd_classifier"]
-        good = [r for r in dpm if r["fd_classifier"] <= (1 + WITHIN) * fd_ref]
+        good = [r for r in fast if r["fd_classifier"] <= (1 + WITHIN) * fd_ref]
+        key = name.replace("+", "p").replace("-", "_")  # dpm++2m-sde -> dpmpp2m_sde
         if good:
             r = good[0]
-            sample_cfg = replace(cfg.sample, sampler="dpm++2m", steps=r["steps"], spacing=args.spacing, eta=0.0)
+            sample_cfg = replace(cfg.sample, sampler=name, steps=r["steps"], spacing=args.spacing, eta=0.0)
             _, s64, _ = sample_setting(net, schedule, cfg, meta, sample_cfg, 64, args.seed, 64, dev)
-            summary = dict(dpm_within_10pct_nfe=r["nfe"], dpm_fd=r["fd_classifier"], ddpm_fd=fd_ref, seconds_64=s64)
-            lines.append(f"dpm++2m comes within {WITHIN:.0%} of the {T}-step DDPM quality at **{r['nfe']} NFE** "
+            summary.update({f"{key}_within_10pct_nfe": r["nfe"], f"{key}_fd": r["fd_classifier"], "ddpm_fd": fd_ref,
+                            f"{key}_seconds_64": s64})
+            lines.append(f"{name} comes within {WITHIN:.0%} of the {T}-step DDPM quality at **{r['nfe']} NFE** "
                          f"(FD {r['fd_classifier']:.3g} vs {fd_ref:.3g}); 64 samples at that NFE take **{s64:.2f} s** "
                          f"on this machine (one batch of 64, measured), "
                          f"{reference[0]['s_per_64'] / s64:.0f}x faster than "
                          f"the {T}-step chain (about {reference[0]['s_per_64']:.1f} s for 64).")
         else:
-            best = min(dpm, key=lambda r: r["fd_classifier"])
-            summary = dict(dpm_within_10pct_nfe=None, ddpm_fd=fd_ref, dpm_best_fd=best["fd_classifier"])
-            lines.append(f"dpm++2m does not come within {WITHIN:.0%} of the {T}-step DDPM quality (FD {fd_ref:.3g}) "
+            best = min(fast, key=lambda r: r["fd_classifier"])
+            summary.update({f"{key}_within_10pct_nfe": None, "ddpm_fd": fd_ref, f"{key}_best_fd": best["fd_classifier"]})
+            lines.append(f"{name} does not come within {WITHIN:.0%} of the {T}-step DDPM quality (FD {fd_ref:.3g}) "
                          f"at any NFE tried; its best is FD {best['fd_classifier']:.3g} at {best['nfe']} NFE.")
     lines.append("More steps did not always help: " + "; ".join(worse) + "." if worse else
                  "Here every sampler improved (or held) with every increase in NFE.")
