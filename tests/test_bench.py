@@ -21,7 +21,10 @@ def test_quick_bench_writes_table_json_and_plot(bench, tmp_path):
     md = (out / "bench.md").read_text()
     assert "## Throughput" in md and "## Quality vs wall-clock" in md and "| mnist |" in md
     results = json.loads((out / "bench.json").read_text())
-    assert {"machine", "throughput", "quality", "floor", "n", "marks"} <= set(results)
+    assert {"machine", "throughput", "quality", "floor", "scale", "n", "marks"} <= set(results)
+    # the stand-in score is the mean pixel: noise (0.5) sits far above the mostly black digits
+    scale = results["scale"]
+    assert scale["uniform noise (n=32)"] > 2 * scale["real training digits (n=32)"] and "## The metric's scale" in md
     assert results["throughput"][0]["train_img_s"] > 0 and results["throughput"][0]["sample_img_nfe_s"] > 0
     assert [r["minutes"] for r in results["quality"] if r["n"] == results["n"]] == results["marks"]
     assert [(r["minutes"], r["n"]) for r in results["quality"] if r["n"] != results["n"]] == [(0.1, 16)]

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Rebuild every picture in this folder from a trained run: sh docs/gallery/make_gallery.sh runs/mnist-10min
+# Rebuild every picture in this folder from a trained run: sh docs/gallery/make_gallery.sh runs/mnist
 set -e
-RUN=${1:-runs/mnist-10min}
+RUN=${1:-runs/mnist}
 D=$(dirname "$0")
 tinydiffusion viz schedule --out "$D/schedule.png"
 tinydiffusion viz forward --out "$D/forward.png"

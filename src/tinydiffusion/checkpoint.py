@@ -6,6 +6,7 @@ tensors and numbers and is loaded with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import Config, load_config
 from .errors import UserError
-from .models import build_model
+from .models import build_model, resolved_options
 from .schedules import make_schedule
 
 MODEL, EMA, STATE, CONFIG = "model.safetensors", "ema.safetensors", "train_state.pt", "config.json"
@@ -97,6 +98,15 @@ def load_meta(run_dir: Path) -> dict:
         raise UserError(f"No checkpoint in {run_dir} (meta.json is missing); train first or pick another run.") from None
     except (json.JSONDecodeError, KeyError, TypeError):
         raise UserError(f"{Path(run_dir) / META} is damaged; it should list the image shape.") from None
+
+
+def pin_model_config(cfg: Config, shape: tuple[int, int, int]) -> Config:
+    """cfg with every size option of its model written out (channels, levels, attention, ...), so that the
+    config.json of a run rebuilds its network whatever the registry's defaults become."""
+    known = {f.name for f in dataclasses.fields(cfg.model)}
+    options = resolved_options(cfg.model.name, shape[1], cfg.model.overrides())
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **{k: v for k, v in options.items()
+                                                                             if k in known}))
 
 
 def model_from_config(cfg: Config, shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:

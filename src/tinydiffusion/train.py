@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .checkpoint import (CONFIG, EMA, MODEL, state_tensors, atomic_write, load_train_state, load_weights,
-                         model_from_config, save_checkpoint)
+                         model_from_config, pin_model_config, save_checkpoint)
 from .captions import caption_bank
 from .config import Config
 from .data import Batches, load_dataset, to_model_range
@@ -92,6 +92,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     num_classes = data.num_classes if cfg.data.conditional else 0
     if cfg.data.conditional and not num_classes:
         raise UserError(f"Dataset '{data.name}' has no labels; set data.conditional=false.")
+    cfg = pin_model_config(cfg, data.shape)  # config.json names every size of the network
     captions = caption_bank(cfg, data) if cfg.data.text else None  # every distinct caption encoded once
     meta = dict(dataset=data.name, shape=list(data.shape), num_classes=num_classes, class_names=data.class_names,
                 precision="bf16" if bf16 else "fp32")  # what train.precision resolved to on this device

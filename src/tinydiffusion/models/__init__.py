@@ -1,6 +1,7 @@
 """Registry of denoisers. Every model is net(x, s, cond=None) -> tensor shaped like x."""
 from __future__ import annotations
 
+import inspect
 from functools import partial
 
 import torch.nn as nn
@@ -51,6 +52,18 @@ def _lowest_resolution(image_size: int, overrides: dict, name: str) -> tuple:
     for _ in range(levels - 1):
         res = (res + 1) // 2
     return (res,)
+
+
+def resolved_options(name: str, image_size: int, overrides: dict) -> dict:
+    """Every size option of a registered U-Net as it will be built (the registry's value unless overridden), for a
+    run's config.json: the run then rebuilds the same network even if the registry's sizes change later."""
+    if name == "seed-unet" or name not in MODELS:
+        return dict(overrides)
+    defaults = {k: p.default for k, p in inspect.signature(UNet).parameters.items() if p.default is not p.empty}
+    options = {**defaults, **MODELS[name].keywords, **overrides}
+    options["attention_resolutions"] = overrides.get("attention_resolutions",
+                                                     _lowest_resolution(image_size, overrides, name))
+    return options
 
 
 def count_parameters(model: nn.Module) -> int:
