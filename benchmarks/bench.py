@@ -126,31 +126,61 @@ def _plan(recipe: str, samplers, marks: list[float], n: int, n_slow: int) -> lis
     return plan
 
 
-def quality_vs_time(out: Path, recipes: list[str], marks: list[float], n: int, n_slow: int, quick: bool) -> list[dict]:
+def _trained(run: Path, recipe: str, marks: list[float]) -> int | None:
+    """Steps of a finished earlier training of this recipe in `run` (all mark snapshots on disk), else None."""
+    record = run / ("train.json" if recipe == "diffusers" else "meta.json")
+    snaps = [run / (f"{m:g}min.pt" if recipe == "diffusers" else f"snapshots/{m:g}min.safetensors") for m in marks]
+    if not record.exists() or not all(s.exists() for s in snaps):
+        return None
+    return json.loads(record.read_text()).get("steps" if recipe == "diffusers" else "step")
+
+
+def _config(recipe: str, marks: list[float], quick: bool):
+    """The preset, trained for the longest mark with a snapshot at every mark."""
+    cfg = apply_overrides(get_preset(recipe), [f"train.minutes={max(marks)}", "train.steps=0", "train.epochs=0",
+                                               f"train.snapshot_minutes={','.join(map(str, marks))}"])
+    return apply_overrides(cfg, ["train.checkpoint_every=100000", "sample.steps=10"]) if quick else cfg
+
+
+def _train(run: Path, recipe: str, marks: list[float], quick: bool) -> int:
+    if recipe == "diffusers":
+        return peers.train_peer(run, max(marks), marks)["steps"]
+    return train(_config(recipe, marks, quick), run, device="cpu", quiet=True)["steps"]
+
+
+def quality_vs_time(out: Path, recipes: list[str], marks: list[float], n: int, n_slow: int, quick: bool,
+                    resume: bool = False) -> list[dict]:
     """Train each recipe once for max(marks) minutes, snapshotting at each mark, and score the snapshots
-    (see _plan for which, and on how many samples; the table gives the real-data floor at both sizes)."""
+    (see _plan for which, and on how many samples; the table gives the real-data floor at both sizes).
+    Every scored row is kept in out/quality.jsonl; with `resume`, a recipe whose training finished earlier is
+    not trained again and its rows already scored are reused (an interrupted bench picks up where it stopped)."""
+    log = out / "quality.jsonl"
+    done = [json.loads(line) for line in log.read_text().splitlines()] if resume and log.exists() else []
     rows = []
     for recipe in recipes:
         run = out / "runs" / recipe
-        if recipe == "diffusers":
-            steps_done = peers.train_peer(run, max(marks), marks)["steps"]
-        else:
-            cfg = apply_overrides(get_preset(recipe), [f"train.minutes={max(marks)}", "train.steps=0", "train.epochs=0",
-                                                       f"train.snapshot_minutes={','.join(map(str, marks))}"])
-            if quick:
-                cfg = apply_overrides(cfg, ["train.checkpoint_every=100000", "sample.steps=10"])
-            steps_done = train(cfg, run, device="cpu", quiet=True)["steps"]
-        default = (cfg.sample.sampler, cfg.sample.steps) if recipe != "diffusers" else None
+        steps_done = _trained(run, recipe, marks) if resume else None
+        if steps_done is None:
+            steps_done = _train(run, recipe, marks, quick)
+            done = [r for r in done if r["recipe"] != recipe]  # rows of an earlier training are stale
+        sample = None if recipe == "diffusers" else _config(recipe, marks, quick).sample
+        default = sample and (sample.sampler, sample.steps)
         for sampler, steps, mark, size in _plan(recipe, _samplers(recipe, default, quick), marks, n, n_slow):
+            key = dict(recipe=recipe, minutes=mark, sampler=f"{sampler}-{steps}", n=size)
+            cached = [r for r in done if all(r[k] == v for k, v in key.items())]
+            if cached:
+                rows.append(cached[0])
+                continue
             if recipe == "diffusers":
                 start = time.perf_counter()
                 images = peers.sample_peer(run / f"{mark:g}min.pt", size, sampler, steps)
                 result = dict(images=images, seconds=time.perf_counter() - start)
             else:
                 result = _evaluate_ours(run, mark, size, sampler, steps)
-            rows.append(dict(recipe=recipe, minutes=mark, sampler=f"{sampler}-{steps}", n=size,
-                             fd_classifier=round(_score(result["images"]), 2),
+            rows.append(dict(key, fd_classifier=round(_score(result["images"]), 2),
                              s_per_64=round(result["seconds"] / size * 64, 2), train_steps=steps_done))
+            done.append(rows[-1])
+            write_text(log, "".join(json.dumps(r) + "\n" for r in done))
             print(rows[-1], flush=True)
     return rows
 
@@ -168,7 +198,7 @@ def metric_scale(n: int, n_slow: int) -> dict[str, float]:
 
 
 def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, marks: list[float] | None = None,
-              n: int = 500, n_slow: int = 200) -> Path:
+              n: int = 500, n_slow: int = 200, resume: bool = False) -> Path:
     out = Path(out)
     recipes = recipes or ["mnist", "mnist-seed", "diffusers"]
     marks = marks or ([0.05, 0.1] if quick else [2, 5, 10])
@@ -180,7 +210,7 @@ def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, 
     print(table(speed))
     scale = metric_scale(n, n_slow)
     floor = {size: scale[f"real training digits (n={size})"] for size in (n, n_slow)}
-    quality = quality_vs_time(out, recipes, marks, n, n_slow, quick)
+    quality = quality_vs_time(out, recipes, marks, n, n_slow, quick, resume)
     print(table(quality))
     series = {}
     for r in quality:
@@ -192,7 +222,9 @@ def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, 
     md = (f"# tinydiffusion bench\n\nMachine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}\n\n"
           f"## Throughput\n\n{table(speed)}\n\n## Quality vs wall-clock (fd_classifier vs the MNIST test split; "
           f"real training digits score {floor[n]} at n={n} and {floor[n_slow]} at n={n_slow})\n\n"
-          f"{table(quality)}\n\n![quality](quality_vs_minutes.png)\n\n## The metric's scale\n\n"
+          f"Each row scores the weights snapshotted at its mark; train_steps counts the steps of the whole "
+          f"{max(marks):g}-minute run.\n\n{table(quality)}\n\n![quality](quality_vs_minutes.png)\n\n"
+          f"## The metric's scale\n\n"
           f"{table([dict(images=k, fd_classifier=v) for k, v in scale.items()])}\n")
     write_text(out / "bench.md", md)
     write_text(out / "bench.json", json.dumps(dict(machine=info, throughput=speed, quality=quality, floor=floor, scale=scale,

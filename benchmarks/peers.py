@@ -7,12 +7,14 @@ background value and cropped back for evaluation.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from tinydiffusion.checkpoint import atomic_write, write_text
 from tinydiffusion.data import Batches, load_dataset, to_model_range
 from tinydiffusion.errors import UserError
 
@@ -71,8 +73,10 @@ def train_peer(out: Path, minutes: float, marks: list[float], batch_size: int = 
         elapsed += time.perf_counter() - t0
         step += 1
         while pending and elapsed >= pending[0] * 60:
-            torch.save(unet.state_dict(), out / f"{pending.pop(0):g}min.pt")
-    return dict(steps=step, loss=loss, img_per_s=step * batch_size / elapsed)
+            atomic_write(out / f"{pending.pop(0):g}min.pt", lambda tmp: torch.save(unet.state_dict(), tmp))
+    record = dict(steps=step, loss=loss, img_per_s=step * batch_size / elapsed)
+    write_text(out / "train.json", json.dumps(record))  # last: it marks the training as finished (bench --resume)
+    return record
 
 
 @torch.no_grad()

@@ -31,6 +31,21 @@ def test_quick_bench_writes_table_json_and_plot(bench, tmp_path):
     assert (out / "quality_vs_minutes.png").stat().st_size > 1000
 
 
+def test_resume_reuses_the_finished_training_and_scores_only_missing_rows(bench, tmp_path, monkeypatch):
+    out = bench.run_bench(tmp_path / "bench", quick=True, recipes=["mnist"])
+    first = json.loads((out / "bench.json").read_text())["quality"]
+    log = out / "quality.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:-1]))  # as if killed while scoring
+    monkeypatch.setattr(bench, "_train", lambda *a: pytest.fail("a finished training was run again"))
+    scored = []
+    evaluate = bench._evaluate_ours
+    monkeypatch.setattr(bench, "_evaluate_ours", lambda *a: scored.append(a[1:]) or evaluate(*a))
+    again = json.loads((bench.run_bench(out, quick=True, recipes=["mnist"], resume=True) / "bench.json").read_text())
+    assert scored == [(first[-1]["minutes"], first[-1]["n"], "dpm++2m-sde", 10)]
+    assert [r["train_steps"] for r in again["quality"]] == [r["train_steps"] for r in first]
+    assert [r["fd_classifier"] for r in again["quality"]][:-1] == [r["fd_classifier"] for r in first][:-1]
+
+
 def test_quick_bench_with_the_diffusers_peer(bench, tmp_path):
     pytest.importorskip("diffusers")
     out = bench.run_bench(tmp_path / "bench", quick=True, recipes=["diffusers"])

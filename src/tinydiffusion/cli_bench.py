@@ -20,6 +20,9 @@ def add_bench(sub):
     p.add_argument("--n", type=int, default=500, help="samples per quality measurement")
     p.add_argument("--n-slow", type=int, default=200,
                    help="samples for the 1000-step samplers, scored at the last mark only (1000 network calls each)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse what an interrupted bench left in --out: recipes whose training finished are not "
+                        "trained again, rows already scored (quality.jsonl) are not scored again")
     p.add_argument("--variants", action="store_true",
                    help="instead: time variants of the mnist preset (precision, layout, width, patches) and profile "
                         "its training step; writes variants.md (a few minutes)")
@@ -46,5 +49,5 @@ def run_bench(args):
         raise UserError(f"--minutes takes comma-separated numbers, like 2,5,10; got '{args.minutes}'.") from None
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     out = load_bench().run_bench(args.out, quick=args.quick, recipes=recipes, marks=None if args.quick else marks,
-                                 n=args.n, n_slow=args.n_slow)
+                                 n=args.n, n_slow=args.n_slow, resume=args.resume)
     print(f"bench written to {out}/bench.md")

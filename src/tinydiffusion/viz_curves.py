@@ -136,11 +136,17 @@ def loss_by_t_figure(rows: list[dict], prediction: str, n: int, run_name: str) -
              Line(mid, [r["x0_mse"] for r in rows], "x0-MSE of clip(x0_hat)", COLORS[3], markers=True)]
     plot = line_plot_image(lines, logy=True, size=(760, 420), xlabel="t (bin centre)", ylabel="MSE (log scale)",
                            title=f"{run_name}: loss per t-bin on {n} held-out test digits")
+    high_t = {"eps": "there x_t is almost pure noise",
+              "x0": "there the target, the image, must be guessed from almost pure noise",
+              "v": "there the target is almost the image itself (v -> -x_0 as alpha_bar -> 0), guessed from almost "
+                   "pure noise"}
+    low_t = worst["t_mid"] < rows[-1]["t_hi"] / 2
+    why = "there the noise is faint and hard to pin down" if low_t else high_t[prediction]
     caption = (f"For each bin, every test digit is noised once at a t drawn in the bin, x_t = sqrt(alpha_bar_t) x_0 + "
                f"sqrt(1 - alpha_bar_t) eps, then one network call. The {prediction}-MSE (what training minimises) is "
-               f"worst for t in [{worst['t_lo']}, {worst['t_hi']}] ({worst['loss']:.3g}): there the noise is faint and "
-               f"hard to pin down. The error of the image estimate, ||clip(x0_hat) - x_0||^2, is worst for t in "
-               f"[{worst_x0['t_lo']}, {worst_x0['t_hi']}] ({worst_x0['x0_mse']:.3g}): there the digit must be guessed. "
+               f"worst for t in [{worst['t_lo']}, {worst['t_hi']}] ({worst['loss']:.3g}): {why}. The error of the "
+               f"image estimate, ||clip(x0_hat) - x_0||^2, is worst for t in [{worst_x0['t_lo']}, {worst_x0['t_hi']}] "
+               f"({worst_x0['x0_mse']:.3g}): there the digit must be guessed. "
                "Before clipping, ||x0_hat - x_0||^2 = (1 - alpha_bar_t)/alpha_bar_t * ||eps_hat - eps||^2, so a small "
                "eps error at large t is a large image error.")
     return titled(plot, "Which noise levels is the model worst at?", caption)
