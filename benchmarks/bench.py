@@ -152,25 +152,33 @@ def quality_vs_time(out: Path, recipes: list[str], marks: list[float], n: int, n
                     resume: bool = False) -> list[dict]:
     """Train each recipe once for max(marks) minutes, snapshotting at each mark, and score the snapshots
     (see _plan for which, and on how many samples; the table gives the real-data floor at both sizes).
-    Every scored row is kept in out/quality.jsonl; with `resume`, a recipe whose training finished earlier is
-    not trained again and its rows already scored are reused (an interrupted bench picks up where it stopped)."""
+    Every scored row is kept in out/quality.jsonl; with `resume`, rows already scored are reused, a recipe
+    whose training finished earlier is not trained again, and one whose rows are all scored needs no weights
+    (an interrupted bench picks up where it stopped; to bench a changed recipe again, delete its rows and its run folder)."""
     log = out / "quality.jsonl"
     done = [json.loads(line) for line in log.read_text().splitlines()] if resume and log.exists() else []
     rows = []
     for recipe in recipes:
         run = out / "runs" / recipe
+        sample = None if recipe == "diffusers" else _config(recipe, marks, quick).sample
+        default = sample and (sample.sampler, sample.steps)
+        keys = [dict(recipe=recipe, minutes=mark, sampler=f"{sampler}-{steps}", n=size)
+                for sampler, steps, mark, size in _plan(recipe, _samplers(recipe, default, quick), marks, n, n_slow)]
+        cached = [next((r for r in done if all(r[k] == v for k, v in key.items())), None) for key in keys]
+        if all(cached):  # every row of this recipe was scored before: no need for its weights
+            rows += cached
+            continue
         steps_done = _trained(run, recipe, marks) if resume else None
         if steps_done is None:
             steps_done = _train(run, recipe, marks, quick)
             done = [r for r in done if r["recipe"] != recipe]  # rows of an earlier training are stale
-        sample = None if recipe == "diffusers" else _config(recipe, marks, quick).sample
-        default = sample and (sample.sampler, sample.steps)
-        for sampler, steps, mark, size in _plan(recipe, _samplers(recipe, default, quick), marks, n, n_slow):
-            key = dict(recipe=recipe, minutes=mark, sampler=f"{sampler}-{steps}", n=size)
-            cached = [r for r in done if all(r[k] == v for k, v in key.items())]
-            if cached:
-                rows.append(cached[0])
+            cached = [None] * len(keys)
+        for key, row in zip(keys, cached):
+            if row is not None:
+                rows.append(row)
                 continue
+            sampler, steps = key["sampler"].rsplit("-", 1)
+            mark, size, steps = key["minutes"], key["n"], int(steps)
             if recipe == "diffusers":
                 start = time.perf_counter()
                 images = peers.sample_peer(run / f"{mark:g}min.pt", size, sampler, steps)

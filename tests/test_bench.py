@@ -46,6 +46,17 @@ def test_resume_reuses_the_finished_training_and_scores_only_missing_rows(bench,
     assert [r["fd_classifier"] for r in again["quality"]][:-1] == [r["fd_classifier"] for r in first][:-1]
 
 
+def test_resume_needs_no_weights_for_a_recipe_whose_rows_are_all_scored(bench, tmp_path, monkeypatch):
+    import shutil
+    out = bench.run_bench(tmp_path / "bench", quick=True, recipes=["mnist"])
+    first = json.loads((out / "bench.json").read_text())["quality"]
+    shutil.rmtree(out / "runs" / "mnist")  # e.g. a peer benched on an earlier day, its weights since deleted
+    monkeypatch.setattr(bench, "_train", lambda *a: pytest.fail("a fully scored recipe was trained again"))
+    monkeypatch.setattr(bench, "_evaluate_ours", lambda *a: pytest.fail("a scored row was scored again"))
+    again = json.loads((bench.run_bench(out, quick=True, recipes=["mnist"], resume=True) / "bench.json").read_text())
+    assert again["quality"] == first
+
+
 def test_quick_bench_with_the_diffusers_peer(bench, tmp_path):
     pytest.importorskip("diffusers")
     out = bench.run_bench(tmp_path / "bench", quick=True, recipes=["diffusers"])

@@ -30,6 +30,11 @@ def test_train_then_sample_npz_and_png(tmp_path, capsys):
         images = f["images"]
     assert images.shape == (5, 1, 28, 28) and images.dtype == np.float32
     assert images.min() >= 0 and images.max() <= 1
+    code, _, err = run(capsys, "sample", "--run", out, "--n", 5, "--steps", 3, "--spacing", "karras",
+                       "--out", tmp_path / "karras.npz")
+    assert code == 0, err
+    with np.load(tmp_path / "karras.npz") as f:  # same seed, other time steps: other images
+        assert not np.allclose(f["images"], images)
     code, _, err = run(capsys, "sample", "--run", out, "--n", 4, "--steps", 2, "--out", tmp_path / "grid.png")
     assert code == 0, err
     with Image.open(tmp_path / "grid.png") as im:
@@ -63,6 +68,7 @@ def test_bad_sampling_input(tiny_run, tmp_path, capsys):
         (["--run", tmp_path / "missing"], "does not exist"),
         (["--run", tmp_path], "No config.json"),
         (["--run", tiny_run, "--steps", "0"], "--steps must be between"),
+        (["--run", tiny_run, "--spacing", "leading"], "Unknown time-step spacing 'leading'"),
     ]
     for argv, message in cases:
         code, _, err = run(capsys, "sample", *argv, "--n", 2, "--out", tmp_path / "x.npz")

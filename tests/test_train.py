@@ -10,10 +10,10 @@ from tinydiffusion.config import TrainConfig
 from tinydiffusion.data import load_dataset, to_model_range
 from tinydiffusion.errors import UserError
 from tinydiffusion.models import build_model
-from tinydiffusion.models.layers import SelfAttention
+from tinydiffusion.models.layers import ResBlock, SelfAttention
 from tinydiffusion.objectives import diffusion_loss
 from tinydiffusion.schedules import make_schedule
-from tinydiffusion.train import lr_at, train, update_ema
+from tinydiffusion.train import lr_at, make_optimizer, train, update_ema
 
 from conftest import tiny_config
 
@@ -53,6 +53,37 @@ def test_unets_map_images_to_their_own_shape_with_attention_at_the_lowest_resolu
     # 28 -> 14 -> 7 with full-resolution levels; 28 -> 14 (patches) -> 7 -> 4 with 2x2 patches
     assert seen == [{("unet-small", 28): 7, ("unet-small", 32): 8, ("unet-patch", 28): 4, ("unet-patch", 32): 4}
                     [(name, size)]]
+
+
+def test_scale_shift_multiplies_the_normalised_features_and_adds_the_shift():
+    torch.manual_seed(0)
+    block = ResBlock(8, 8, emb_dim=4, scale_shift=True)
+    torch.nn.init.normal_(block.conv2.weight)  # zero-initialised: make the residual branch visible
+    with torch.no_grad():  # scale = -1 and shift = 0.7 for any embedding: h = norm(h) * 0 + 0.7
+        block.emb.weight.zero_()
+        block.emb.bias.copy_(torch.cat([-torch.ones(8), 0.7 * torch.ones(8)]))
+    x1, x2, emb = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5), torch.randn(2, 4)
+    r1, r2 = block(x1, emb) - x1, block(x2, emb) - x2
+    torch.testing.assert_close(r1, r2)  # the branch no longer sees x: only the shift reaches conv2
+    plain = ResBlock(8, 8, emb_dim=4)
+    assert plain.emb.out_features == 8 and block.emb.out_features == 16
+
+
+def test_the_optimizer_is_adamw_with_the_configured_beta2_and_fused_steps_match_the_reference():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 6), torch.nn.Linear(6, 6)
+    b.load_state_dict(a.state_dict())
+    opt = make_optimizer(TrainConfig(lr=1e-2, adam_beta2=0.99, weight_decay=0.1), a.parameters(), torch.device("cpu"))
+    ref = torch.optim.AdamW(b.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, foreach=False)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.99)
+    x = torch.randn(16, 6)
+    for _ in range(3):
+        for net, o in ((a, opt), (b, ref)):
+            o.zero_grad()
+            net(x).square().mean().backward()
+            o.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_a_patch_size_that_does_not_divide_the_image_is_refused():

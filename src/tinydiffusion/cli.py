@@ -64,6 +64,8 @@ def add_sampling_args(p, n: int, n_help: str) -> None:
     p.add_argument("--n", type=int, default=n, help=n_help)
     p.add_argument("--sampler", help="sampler name (default: the run's; see `tinydiffusion list samplers`)")
     p.add_argument("--steps", type=int, help="number of denoising steps (NFE budget; default: the run's)")
+    p.add_argument("--spacing", help="which time steps the sampler visits: uniform, trailing, quadratic, karras, "
+                                     "logsnr (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
@@ -124,9 +126,9 @@ def run_sample(args):
         prompts = [p for p in rows for _ in range(n // len(rows))]
     start = time.perf_counter()
     images, labels = sample_conditional(
-        args.run, n, sampler=args.sampler, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-        device=resolve_device(args.device), use_ema=not args.raw, labels=labels, prompts=prompts,
-        guidance=args.guidance, guidance_rescale=args.guidance_rescale)
+        args.run, n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
+        batch_size=args.batch_size, device=resolve_device(args.device), use_ema=not args.raw, labels=labels,
+        prompts=prompts, guidance=args.guidance, guidance_rescale=args.guidance_rescale)
     seconds = time.perf_counter() - start
     if rows and args.out.suffix == ".png":
         save_labelled_grid(images, args.out, [str(r) for r in rows])

@@ -76,11 +76,12 @@ def _evaluate_run(args, metrics) -> dict:
 
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be at least 1.")
-    report = evaluate_run(args.run, args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                          batch_size=args.batch_size, device=resolve_device(args.device), use_ema=not args.raw,
-                          metrics=metrics, inception=args.inception)
+    report = evaluate_run(args.run, args.n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+                          seed=args.seed, batch_size=args.batch_size, device=resolve_device(args.device),
+                          use_ema=not args.raw, metrics=metrics, inception=args.inception)
     s = report["sampling"]
-    print(f"sampled {s['n']} images with {s['sampler']} ({s['steps']} steps) in {s['seconds']:.0f} s; "
+    print(f"sampled {s['n']} images with {s['sampler']} ({s['steps']} steps, {s['spacing']} spacing) in "
+          f"{s['seconds']:.0f} s; "
           f"appended to {args.run / 'metrics.jsonl'} at step {report['step']}")
     return {"run": str(args.run), **report}
 

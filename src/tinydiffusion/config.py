@@ -32,6 +32,7 @@ class ModelConfig:
     dropout: float | None = None
     norm_kind: str | None = None
     patch_size: int | None = None  # 2: the U-Net sees 2x2 patches as channels (28 px -> 14 px; 4x fewer pixels)
+    scale_shift: bool | None = None  # the time embedding scales and shifts normalised features (AdaGN)
     context_dim: int | None = None  # text models: width of the token states cross-attention reads (384)
 
     def overrides(self) -> dict:
@@ -52,6 +53,7 @@ class TrainConfig:
     batch_size: int = 128
     optimizer: str = "adamw"  # adam | adamw
     lr: float = 2e-4
+    adam_beta2: float = 0.999  # second-moment decay; 0.99 adapts faster in short runs
     weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_decay: str = "none"  # none | cosine (over the budget, by steps or by minutes)
@@ -128,27 +130,31 @@ PRESETS: dict[str, tuple[str, Config]] = {
                    Config(model=ModelConfig(name="seed-unet"),
                           train=TrainConfig(optimizer="adam", lr=2e-4, grad_clip=0.0, ema_decay=0.0, epochs=20),
                           sample=SampleConfig(sampler="ddpm", steps=1000, variance="large", clip_x0=False))),
-    "mnist": ("the project's default for a 2-core CPU: a 32-channel U-Net on 2x2 patches predicting v, min-SNR-5 "
-              "loss weights with t drawn in proportion to them, batch 64, AdamW 2e-3 with warm-up and cosine decay, "
-              "EMA, 10 minutes; sampled with DPM-Solver++(2M) SDE, 10 steps spaced in log-SNR",
-              Config(model=ModelConfig(name="unet-patch"),
+    "mnist": ("the project's default for a 2-core CPU: a 32-channel U-Net on 2x2 patches with scale-shift time "
+              "conditioning, predicting v, min-SNR-5 loss weights with t drawn in proportion to them, batch 64, "
+              "AdamW 3e-3 (beta2 0.99) with warm-up and cosine decay, EMA, 10 minutes; sampled with "
+              "DPM-Solver++(2M) SDE, 10 steps on the trailing grid (999, 899, ..., 99)",
+              Config(model=ModelConfig(name="unet-patch", scale_shift=True),
                      diffusion=DiffusionConfig(prediction="v", weighting="min-snr", t_sampling="importance"),
-                     train=TrainConfig(batch_size=64, lr=2e-3, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
-                                       minutes=10, checkpoint_every=1000),
-                     sample=SampleConfig(sampler="dpm++2m-sde", steps=10, spacing="logsnr"))),
+                     train=TrainConfig(batch_size=64, lr=3e-3, adam_beta2=0.99, warmup_steps=200, lr_decay="cosine",
+                                       ema_decay=0.999, minutes=10, checkpoint_every=1000),
+                     sample=SampleConfig(sampler="dpm++2m-sde", steps=10, spacing="trailing", clip_x0=False))),
 }
 _MNIST = PRESETS["mnist"][1]
+# Unguided, x0_hat is left unclipped (measured on the 10-minute mnist run: fd_classifier 23.3 against 24.8 with
+# clipping); guidance extrapolates x0_hat past the data range, so the conditional presets clip it.
+_GUIDED_SAMPLE = replace(_MNIST.sample, clip_x0=True)
 # The mnist presets predict v: x0_hat = alpha x_t - sigma v has no 1/alpha factor, whereas eps-prediction's
 # x0_hat = (x_t - sigma eps) / alpha multiplies errors by up to 160 at t = 999, and guidance extrapolates them.
 # Measured with the earlier one-channel-per-group U-Net, 10-30 CPU minutes: the eps class model drew about half
 # its samples on a grey or white background (label accuracy 0.45 at w = 3), the v model none (0.99 at w = 3).
 PRESETS["mnist-class"] = (
     "'mnist' with class labels: label embedding + 10 % label dropout, for classifier-free guidance",
-    replace(_MNIST, data=DataConfig(conditional=True)))
+    replace(_MNIST, data=DataConfig(conditional=True), sample=_GUIDED_SAMPLE))
 PRESETS["mnist-text"] = (
     "'mnist' with generated captions (label, thickness, slant, size) read by MiniLM; cross-attention at the "
     "7 and 4 px levels, 10 % empty prompts for classifier-free guidance",
-    replace(_MNIST, data=DataConfig(text=True), model=replace(_MNIST.model, context_dim=384)))
+    replace(_MNIST, data=DataConfig(text=True), model=replace(_MNIST.model, context_dim=384), sample=_GUIDED_SAMPLE))
 PRESETS["fashion"] = (
     "the mnist recipe on Fashion-MNIST (Debian's dataset-fashion-mnist): small U-Net, 10 minutes on a 2-core CPU",
     replace(_MNIST, data=DataConfig(name="fashion")))

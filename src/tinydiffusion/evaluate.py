@@ -194,8 +194,8 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def evaluate_run(run_dir: Path, n: int = 1000, *, sampler: str | None = None, steps: int | None = None,
-                 seed: int = 0, batch_size: int = 256, device: str = "cpu", use_ema: bool = True,
-                 metrics: tuple[str, ...] | None = None, inception=None) -> dict:
+                 spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
+                 use_ema: bool = True, metrics: tuple[str, ...] | None = None, inception=None) -> dict:
     """Sample n images from a run, evaluate them, and append {"step", "eval", ...} to the run's metrics.jsonl."""
     from .checkpoint import CONFIG, load_meta
     from .config import load_config
@@ -205,12 +205,13 @@ def evaluate_run(run_dir: Path, n: int = 1000, *, sampler: str | None = None, st
     run_dir = Path(run_dir)
     meta, cfg = load_meta(run_dir), load_config(run_dir / CONFIG)
     start = time.perf_counter()
-    images = sample_run(run_dir, n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
-                        device=device, use_ema=use_ema)
+    images = sample_run(run_dir, n, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
+                        batch_size=batch_size, device=device, use_ema=use_ema)
     seconds = time.perf_counter() - start
     report = evaluate_report(to_unit_range(images), None, meta.get("dataset", "mnist"), metrics, inception=inception)
     row = dict(step=int(meta.get("step", 0)), eval=report["metrics"], class_histogram=report["class_histogram"],
-               sampling=dict(sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps, seed=seed,
+               sampling=dict(sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
+                             spacing=spacing or cfg.sample.spacing, seed=seed,
                              n=n, ema=use_ema, seconds=round(seconds, 1)))
     append_row(run_dir / "metrics.jsonl", row)
     return {**report, **row}

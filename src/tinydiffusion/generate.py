@@ -115,16 +115,17 @@ def save_labelled_grid(images: torch.Tensor, path: Path, row_names: list[str]) -
     save_png(page, path)
 
 
-def sample_run(run_dir: Path, n: int, *, sampler: str | None = None, steps: int | None = None, seed: int = 0,
-               batch_size: int = 256, device: str = "cpu", use_ema: bool = True) -> torch.Tensor:
-    """Load a run and draw n samples with its sampling config (sampler and steps overridable)."""
-    return sample_conditional(run_dir, n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
-                              device=device, use_ema=use_ema)[0]
+def sample_run(run_dir: Path, n: int, *, sampler: str | None = None, steps: int | None = None,
+               spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
+               use_ema: bool = True) -> torch.Tensor:
+    """Load a run and draw n samples with its sampling config (sampler, steps and spacing overridable)."""
+    return sample_conditional(run_dir, n, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
+                              batch_size=batch_size, device=device, use_ema=use_ema)[0]
 
 
 def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, steps: int | None = None,
-                       seed: int = 0, batch_size: int = 256, device: str = "cpu", use_ema: bool = True,
-                       labels: torch.Tensor | None = None, prompts: list[str] | None = None,
+                       spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
+                       use_ema: bool = True, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
                        guidance: float | None = None, guidance_rescale: float = 0.0):
     """(images (n, C, H, W) in [-1, 1], labels (n,) or None) from a run, for n labels or n prompts (or
     neither), with optional classifier-free guidance; bad requests raise UserError before any sampling."""
@@ -134,7 +135,8 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
             raise UserError(f"Give one of the {what} per image: got {len(given)} for {n} images.")
     cond, labels = conditioning(cfg, meta, labels=labels, prompts=prompts, guidance=guidance)
     sample_cfg = replace(cfg.sample, sampler=cfg.sample.sampler if sampler is None else sampler,
-                         steps=cfg.sample.steps if steps is None else steps)
+                         steps=cfg.sample.steps if steps is None else steps,
+                         spacing=cfg.sample.spacing if spacing is None else spacing)
     g = torch.Generator().manual_seed(seed)
     images = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, n, tuple(meta["shape"]),
                       batch_size=batch_size, generator=g, device=device, cond=cond, guidance=guidance,

@@ -33,12 +33,16 @@ def norm(kind: str, channels: int) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """norm-SiLU-conv, + per-channel shift from the embedding, norm-SiLU-dropout-conv, + (1x1) skip."""
+    """norm-SiLU-conv, + the embedding, norm-SiLU-dropout-conv, + (1x1) skip. The embedding either adds a
+    per-channel shift before the second norm (Ho et al. 2020), or, with scale_shift, scales and shifts the
+    normalised features, h = norm(h) (1 + scale) + shift (AdaGN, Dhariwal & Nichol 2021, sec. 3)."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0, norm_kind: str = "group"):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0, norm_kind: str = "group",
+                 scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1, self.conv1 = norm(norm_kind, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
         self.norm2, self.conv2 = norm(norm_kind, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -47,8 +51,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        e = self.emb(F.silu(emb))[:, :, None, None]  # (B, C or 2C) -> (B, C or 2C, 1, 1)
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 

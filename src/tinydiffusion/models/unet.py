@@ -25,7 +25,8 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, image_size: int = 28, channels: int = 64,
                  channel_mult: tuple = (1, 2, 2), num_res_blocks: int = 2, attention_resolutions: tuple = (7,),
                  heads: int = 4, dropout: float = 0.0, num_classes: int = 0, norm_kind: str = "group",
-                 context_dim: int = 0, cross_attention_resolutions: tuple | None = None, patch_size: int = 1):
+                 context_dim: int = 0, cross_attention_resolutions: tuple | None = None, patch_size: int = 1,
+                 scale_shift: bool = False):
         super().__init__()
         if image_size % patch_size:
             raise UserError(f"patch_size {patch_size} does not divide the image size {image_size}.")
@@ -55,15 +56,16 @@ class UNet(nn.Module):
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 self.down.append(self._block(ch, channels * mult, emb_dim, res, attention_resolutions, heads,
-                                             dropout, norm_kind, **xattn))
+                                             dropout, norm_kind, scale_shift, **xattn))
                 ch = channels * mult
                 skip_ch.append(ch)
             if level < len(channel_mult) - 1:
                 self.down.append(Downsample(ch))
                 skip_ch.append(ch)
                 res = (res + 1) // 2
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, norm_kind), SelfAttention(ch, heads, norm_kind),
-                                  ResBlock(ch, ch, emb_dim, dropout, norm_kind)])
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, norm_kind, scale_shift),
+                                  SelfAttention(ch, heads, norm_kind), ResBlock(ch, ch, emb_dim, dropout, norm_kind,
+                                                                                scale_shift)])
         if context_dim:
             self.mid.insert(2, CrossAttention(ch, context_dim, heads, norm_kind))
 
@@ -72,7 +74,7 @@ class UNet(nn.Module):
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
                 self.up.append(self._block(ch + skip_ch.pop(), channels * mult, emb_dim, res,
-                                           attention_resolutions, heads, dropout, norm_kind, **xattn))
+                                           attention_resolutions, heads, dropout, norm_kind, scale_shift, **xattn))
                 ch = channels * mult
             if level > 0:
                 self.up.append(Upsample(ch))
@@ -82,9 +84,9 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     @staticmethod
-    def _block(c_in, c_out, emb_dim, res, attention_resolutions, heads, dropout, norm_kind, context_dim=0,
-               resolutions=()):
-        block = nn.ModuleList([ResBlock(c_in, c_out, emb_dim, dropout, norm_kind)])
+    def _block(c_in, c_out, emb_dim, res, attention_resolutions, heads, dropout, norm_kind, scale_shift,
+               context_dim=0, resolutions=()):
+        block = nn.ModuleList([ResBlock(c_in, c_out, emb_dim, dropout, norm_kind, scale_shift)])
         if res in attention_resolutions:
             block.append(SelfAttention(c_out, heads, norm_kind))
         if res in resolutions:
