@@ -19,12 +19,12 @@ from tinydiffusion.checkpoint import load_weights, model_from_config, write_text
 from tinydiffusion.config import PRESETS, apply_overrides, get_preset
 from tinydiffusion.data import load_dataset, to_model_range, to_unit_range
 from tinydiffusion.device import autocast, use_bf16
-from tinydiffusion.experiments.report import machine, table
+from tinydiffusion.experiments.report import describe, machine, table
 from tinydiffusion.generate import generate
 from tinydiffusion.models import count_parameters
 from tinydiffusion.plot import line_plot
 from tinydiffusion.schedules import make_schedule, continuous_time
-from tinydiffusion.train import train
+from tinydiffusion.train import make_optimizer, train
 
 from . import peers
 
@@ -47,19 +47,22 @@ def throughput(name: str, repeats: int) -> dict:
         return dict(recipe=name, **measure(net, fwd, batch=128, bf16=False, repeats=repeats, integer_t=True))
     cfg = get_preset(name)
     net = model_from_config(cfg, (1, 28, 28), 10 if cfg.data.conditional else 0)
-    return dict(recipe=name, **measure(net, net, cfg.train.batch_size, use_bf16(cfg.train.precision, "cpu"), repeats))
+    still = replace(cfg.train, lr=1e-6)  # the recipe's optimiser; a tiny lr keeps the random-target weights in range
+    return dict(recipe=name, **measure(net, net, cfg.train.batch_size, use_bf16(cfg.train.precision, "cpu"), repeats,
+                                       make_opt=lambda params: make_optimizer(still, params, torch.device("cpu"))))
 
 
 def measure(net, fwd, batch: int, bf16: bool, repeats: int, channels_last: bool = False,
-            integer_t: bool = False) -> dict:
-    """Time a training step (MSE on random targets, AdamW) at `batch`, and one network call on 64 images.
-    fwd(x, t): t is continuous time in [0, 1], or the integer step for integer_t (the diffusers peer)."""
+            integer_t: bool = False, make_opt=None) -> dict:
+    """Time a training step (MSE on random targets; the recipe's optimiser make_opt(params), else AdamW lr 1e-6) at
+    `batch`, and one network call on 64 images. fwd(x, t): t is continuous time in [0, 1], or the integer step for
+    integer_t (the diffusers peer)."""
     g = torch.Generator().manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=layout)
     x = to_model_range(load_dataset("mnist", "test").images[:batch]).contiguous(memory_format=layout)
     x64 = torch.randn(64, 1, 28, 28, generator=g).contiguous(memory_format=layout)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+    opt = (make_opt or (lambda params: torch.optim.AdamW(params, lr=1e-6)))(net.parameters())
 
     def times(n):
         t = torch.randint(0, 1000, (n,), generator=g)
@@ -212,7 +215,7 @@ def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, 
     marks = marks or ([0.05, 0.1] if quick else [2, 5, 10])
     n, n_slow = (32, 16) if quick else (n, min(n, n_slow))
     info = machine()
-    print(f"bench on {info['cpu']}, {info['threads']} threads, torch {info['torch']}")
+    print(f"bench on {describe(info)}")
     speed = [throughput(name, 1 if quick else 5) for name in
              ([r for r in recipes if r in PRESETS] + (["diffusers"] if "diffusers" in recipes else []))]
     print(table(speed))
@@ -227,7 +230,7 @@ def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, 
     series[f"real digits (floor, n={n})"] = [(m, floor[n]) for m in marks]
     line_plot(series, "minutes of training (2-core CPU)" if not quick else "minutes", "fd_classifier (lower is better)",
               out / "quality_vs_minutes.png", title=f"MNIST quality vs training wall-clock, n={n} samples", logy=True)
-    md = (f"# tinydiffusion bench\n\nMachine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}\n\n"
+    md = (f"# tinydiffusion bench\n\nMachine: {describe(info)}\n\n"
           f"## Throughput\n\n{table(speed)}\n\n## Quality vs wall-clock (fd_classifier vs the MNIST test split; "
           f"real training digits score {floor[n]} at n={n} and {floor[n_slow]} at n={n_slow})\n\n"
           f"Each row scores the weights snapshotted at its mark; train_steps counts the steps of the whole "

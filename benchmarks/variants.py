@@ -8,15 +8,17 @@ preset's training step: which operators take the time.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
 from tinydiffusion.checkpoint import model_from_config, write_text
 from tinydiffusion.config import apply_overrides, get_preset
 from tinydiffusion.device import autocast, use_bf16
-from tinydiffusion.experiments.report import machine, table
+from tinydiffusion.experiments.report import describe, machine, table
 from tinydiffusion.generate import generate
 from tinydiffusion.schedules import make_schedule
+from tinydiffusion.train import make_optimizer
 
 from .bench import measure
 
@@ -52,7 +54,7 @@ def time_64_samples(cfg, net) -> float:
 def profile_step(cfg, net, steps: int = 5) -> str:
     """torch.profiler's operator table (self CPU time) for `steps` training steps of the config."""
     x = torch.randn(cfg.train.batch_size, 1, 28, 28)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+    opt = make_optimizer(replace(cfg.train, lr=1e-6), net.parameters(), torch.device("cpu"))  # random targets
 
     def step():
         with autocast("cpu", use_bf16(cfg.train.precision, "cpu")):
@@ -75,13 +77,14 @@ def run_variants(out, quick: bool = False) -> str:
         cfg = apply_overrides(base, overrides)
         net = model_from_config(cfg, (1, 28, 28), 0)
         speed = measure(net, net, cfg.train.batch_size, use_bf16(cfg.train.precision, "cpu"), 1 if quick else 10,
-                        channels_last=cfg.train.channels_last)
+                        channels_last=cfg.train.channels_last,
+                        make_opt=lambda params, tc=replace(cfg.train, lr=1e-6): make_optimizer(tc, params, torch.device("cpu")))
         rows.append(dict(variant=label, set=" ".join(overrides) or "-", **speed,
                          s_per_64_samples=round(time_64_samples(cfg, net.eval()), 2)))
         print(rows[-1], flush=True)
     prof = profile_step(base, model_from_config(base, (1, 28, 28), 0).train(), 1 if quick else 5)
-    md = (f"# Speed variants of the `mnist` preset\n\nMachine: {info['cpu']}, {info['threads']} threads, torch "
-          f"{info['torch']}. 64 samples: {base.sample.sampler}, {base.sample.steps} steps.\n\n{table(rows)}\n\n"
+    md = (f"# Speed variants of the `mnist` preset\n\nMachine: {describe(info)}. 64 samples: {base.sample.sampler}, "
+          f"{base.sample.steps} steps.\n\n{table(rows)}\n\n"
           f"## Profile of the preset's training step (self CPU time)\n\n```\n{prof}\n```\n")
     write_text(out / "variants.md", md)
     return md

@@ -8,6 +8,7 @@ import torch
 
 from tinydiffusion.cli import main
 from tinydiffusion.config import get_preset
+from tinydiffusion.device import native_bf16
 from tinydiffusion.schedules import Schedule
 from tinydiffusion.experiments import EXPERIMENTS, common, seed_checkpoints
 from tinydiffusion.experiments.seed_checkpoints import forward_check, loss_check
@@ -55,6 +56,8 @@ def test_timing(tiny_run, tmp_path):
     assert r["pixel_ratio_512"] == pytest.approx(512**2 / 28**2)  # ~334x, as in the lesson
     assert r["extrapolated_per_image_512_860M_s"] > r["extrapolated_per_image_512_s"] > r["per_image_s"]
     assert "Extrapolation (not measured)" in (out / "report.md").read_text()
+    units = "bf16 units" if r["machine"]["bf16_units"] else "no bf16 units"  # the report says which CPU kind it was
+    assert f"({units})" in (out / "report.md").read_text() and r["machine"]["bf16_units"] == native_bf16("cpu")
 
 
 @pytest.mark.parametrize("name, extra, variants", [

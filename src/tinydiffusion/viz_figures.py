@@ -125,7 +125,8 @@ def diagnostic_figure(net, schedule: Schedule, prediction: str, x0: torch.Tensor
                "+ sqrt(1 - alpha_bar_t) * eps. Small t: the estimate is nearly the digit. Large t: the digit must be "
                "guessed, and x0_hat - x_0 = -sqrt((1 - alpha_bar_t) / alpha_bar_t) * (eps_hat - eps) multiplies the "
                f"network's error by {amplify:.3g} at t = {t_max}, so the estimate is blurry or saturated. Samplers "
-               "clip it to [-1, 1] and refine it over many steps. Pictures and MSE use x0_hat clipped to [-1, 1].")
+               "refine it over many steps (clipping it to [-1, 1] where sample.clip_x0 says so). Pictures and MSE use "
+               "x0_hat clipped to [-1, 1].")
     return titled(table, title, caption), mses
 
 

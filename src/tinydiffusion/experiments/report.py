@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import write_text
+from ..device import native_bf16
 
 
 def machine() -> dict:
@@ -20,8 +21,14 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return dict(cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version(),
-                gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    return dict(cpu=cpu, bf16_units=native_bf16("cpu"), threads=torch.get_num_threads(), torch=torch.__version__,
+                python=platform.python_version(), gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+
+
+def describe(info: dict) -> str:
+    """One line for a report: 'CPU model (bf16 units | no bf16 units), N threads, torch V'."""
+    units = "bf16 units" if info.get("bf16_units") else "no bf16 units"
+    return f"{info['cpu']} ({units}), {info['threads']} threads, torch {info['torch']}"
 
 
 def table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".4g") -> str:
@@ -37,7 +44,7 @@ def write_report(folder: Path, title: str, body: str, results: dict) -> Path:
     """folder/report.md (title, body, machine) and folder/results.json (results + machine)."""
     folder = Path(folder)
     info = machine()
-    md = f"# {title}\n\n{body.strip()}\n\n---\nMachine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}" \
+    md = f"# {title}\n\n{body.strip()}\n\n---\nMachine: {describe(info)}" \
          + (f", GPU {info['gpu']}" if info["gpu"] else "") + "\n"
     write_text(folder / "report.md", md)
     write_text(folder / "results.json", json.dumps({**results, "machine": info}, indent=2, default=float))
