@@ -8,7 +8,6 @@ preset's training step: which operators take the time.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import torch
 
@@ -18,9 +17,8 @@ from tinydiffusion.device import autocast, use_bf16
 from tinydiffusion.experiments.report import describe, machine, table
 from tinydiffusion.generate import generate
 from tinydiffusion.schedules import make_schedule
-from tinydiffusion.train import make_optimizer
 
-from .bench import measure
+from .bench import measure, timing_optimizer
 
 VARIANTS = [
     ("preset: unet-patch 32 ch, batch 64, precision auto", []),
@@ -54,7 +52,7 @@ def time_64_samples(cfg, net) -> float:
 def profile_step(cfg, net, steps: int = 5) -> str:
     """torch.profiler's operator table (self CPU time) for `steps` training steps of the config."""
     x = torch.randn(cfg.train.batch_size, 1, 28, 28)
-    opt = make_optimizer(replace(cfg.train, lr=1e-6), net.parameters(), torch.device("cpu"))  # random targets
+    opt = timing_optimizer(cfg.train)(net.parameters())
 
     def step():
         with autocast("cpu", use_bf16(cfg.train.precision, "cpu")):
@@ -78,7 +76,7 @@ def run_variants(out, quick: bool = False) -> str:
         net = model_from_config(cfg, (1, 28, 28), 0)
         speed = measure(net, net, cfg.train.batch_size, use_bf16(cfg.train.precision, "cpu"), 1 if quick else 10,
                         channels_last=cfg.train.channels_last,
-                        make_opt=lambda params, tc=replace(cfg.train, lr=1e-6): make_optimizer(tc, params, torch.device("cpu")))
+                        make_opt=timing_optimizer(cfg.train))
         rows.append(dict(variant=label, set=" ".join(overrides) or "-", **speed,
                          s_per_64_samples=round(time_64_samples(cfg, net.eval()), 2)))
         print(rows[-1], flush=True)
