@@ -15,16 +15,18 @@ from pathlib import Path
 
 import torch
 
-from tinydiffusion.checkpoint import load_weights, model_from_config, write_text
+from tinydiffusion.checkpoint import load_weights, model_from_config
 from tinydiffusion.config import PRESETS, apply_overrides, get_preset
 from tinydiffusion.data import load_dataset, to_model_range, to_unit_range
 from tinydiffusion.device import autocast, use_bf16
 from tinydiffusion.experiments.report import describe, machine, table
-from tinydiffusion.generate import generate
+from tinydiffusion.generate import denoiser_for, generate
+from tinydiffusion.io import write_text
 from tinydiffusion.models import count_parameters
-from tinydiffusion.plot import line_plot
 from tinydiffusion.schedules import make_schedule, continuous_time
-from tinydiffusion.train import make_optimizer, train
+from tinydiffusion.train import train
+from tinydiffusion.train.optim import make_optimizer
+from tinydiffusion.viz.plot import line_plot
 
 from . import peers
 
@@ -95,7 +97,7 @@ def measure(net, fwd, batch: int, bf16: bool, repeats: int, channels_last: bool 
 
 
 def _score(images01: torch.Tensor) -> float:
-    from tinydiffusion.evaluate import evaluate_samples
+    from tinydiffusion.eval.evaluate import evaluate_samples
     return evaluate_samples(images01, dataset="mnist", metrics=("fd_classifier",))["fd_classifier"]
 
 
@@ -110,8 +112,9 @@ def _evaluate_ours(run: Path, mark: float, n: int, sampler: str, steps: int) -> 
     net.eval()
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
     start = time.perf_counter()
-    x = generate(net, schedule, replace(cfg.sample, sampler=sampler, steps=steps), cfg.diffusion.prediction, n,
-                 (1, 28, 28), generator=torch.Generator().manual_seed(0), bf16=use_bf16(cfg.train.precision, "cpu"))
+    sample_cfg = replace(cfg.sample, sampler=sampler, steps=steps)
+    x = generate(denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg), sample_cfg, n, (1, 28, 28),
+                 generator=torch.Generator().manual_seed(0), bf16=use_bf16(cfg.train.precision, "cpu"))
     return dict(images=to_unit_range(x), seconds=time.perf_counter() - start)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tinydiffusion.checkpoint import atomic_write, write_text
+from tinydiffusion.io import atomic_write, write_text
 from tinydiffusion.data import Batches, load_dataset, to_model_range
 from tinydiffusion.errors import UserError
 

@@ -11,11 +11,12 @@ import time
 
 import torch
 
-from tinydiffusion.checkpoint import model_from_config, write_text
+from tinydiffusion.checkpoint import model_from_config
 from tinydiffusion.config import apply_overrides, get_preset
 from tinydiffusion.device import autocast, use_bf16
 from tinydiffusion.experiments.report import describe, machine, table
-from tinydiffusion.generate import generate
+from tinydiffusion.generate import denoiser_for, generate
+from tinydiffusion.io import write_text
 from tinydiffusion.schedules import make_schedule
 
 from .bench import measure, timing_optimizer
@@ -44,7 +45,7 @@ def time_64_samples(cfg, net) -> float:
     with torch.no_grad(), autocast("cpu", bf16):
         net(torch.randn(64, 1, 28, 28), torch.full((64,), 0.5))
     start = time.perf_counter()
-    generate(net, schedule, cfg.sample, cfg.diffusion.prediction, 64, (1, 28, 28),
+    generate(denoiser_for(net, schedule, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, (1, 28, 28),
              generator=torch.Generator().manual_seed(0), bf16=bf16)
     return time.perf_counter() - start
 

@@ -13,10 +13,10 @@ from tinydiffusion.schedules import Schedule
 
 
 class GaussianOracle(torch.nn.Module):
-    """net(x, s, cond) -> the eps, x0 or v implied by E[x0 | x_t] for x0 ~ N(mu, diag(std^2)).
+    """net(x, t, cond) -> the eps, x0 or v implied by E[x0 | x_t] for x0 ~ N(mu, diag(std^2)).
 
-    mu and std are shaped like one example (e.g. (1, 2, 2)); s is continuous time (t + 1) / T as the
-    Denoiser passes it. The closed form is evaluated in float64 and returned in x's dtype.
+    mu and std are shaped like one example (e.g. (1, 2, 2)); t is continuous time (k + 1) / T for the integer
+    step k, as the Denoiser passes it. The closed form is evaluated in float64 and returned in x's dtype.
     """
 
     def __init__(self, schedule: Schedule, mu: torch.Tensor, std: torch.Tensor, prediction: str = "eps"):
@@ -25,14 +25,14 @@ class GaussianOracle(torch.nn.Module):
         self.mu, self.std = mu.to(torch.float64), std.to(torch.float64)
         self.calls = 0  # network evaluations, for NFE checks
 
-    def alpha_sigma(self, s: torch.Tensor):
-        t = (s.to(torch.float64) * self.schedule.T - 1).round().long()  # invert s = (t + 1) / T
-        alpha_bar = self.schedule.alpha_bar[t].reshape(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
+    def alpha_sigma(self, t: torch.Tensor):
+        k = (t.to(torch.float64) * self.schedule.T - 1).round().long()  # invert t = (k + 1) / T
+        alpha_bar = self.schedule.alpha_bar[k].reshape(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
         return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
-    def forward(self, x: torch.Tensor, s: torch.Tensor, cond=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         self.calls += 1
-        alpha, sigma = self.alpha_sigma(s)
+        alpha, sigma = self.alpha_sigma(t)
         x64 = x.to(torch.float64)
         var = self.std**2
         x0 = self.mu + alpha * var / (alpha**2 * var + sigma**2) * (x64 - alpha * self.mu)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tinydiffusion.cli import main
-from tinydiffusion.cli_bench import load_bench
+from tinydiffusion.cli.bench import load_bench
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from tinydiffusion.data import (DATASETS, ImageDataset, conform, convert_channel
                                 resize_center_crop, resolve)
 from tinydiffusion.data.idx import FASHION_CLASSES, FASHION_DIR
 from tinydiffusion.errors import UserError
-from tinydiffusion.generate import sample_run, save_samples
+from tinydiffusion.data import to_unit_range, write_samples
+from tinydiffusion.runs import sample_run
+from tinydiffusion.viz.grids import save_grid
 from tinydiffusion.train import train
 
 from conftest import TINY, tiny_config
@@ -276,7 +278,7 @@ def test_npz_float_arrays_load_as_uint8_with_labels(files):
 
 def test_npz_written_by_sample_loads_back(tmp_path):
     x = torch.rand(4, 1, 6, 6) * 2 - 1  # model range
-    save_samples(x, tmp_path / "s.npz", labels=torch.tensor([3, 1, 0, 3]))
+    write_samples(tmp_path / "s.npz", to_unit_range(x), labels=torch.tensor([3, 1, 0, 3]))
     ds = load_dataset("npz", "test", str(tmp_path / "s.npz"))
     back = ds.images.float() / 127.5 - 1
     assert ds.labels.tolist() == [3, 1, 0, 3] and (back - x).abs().max() <= 1 / 127.5 + 1e-6
@@ -332,7 +334,7 @@ def test_a_few_training_steps_run_on_each_kind(files, tmp_path, kind):
     if kind == "cifar":  # colour all the way: samples, .png grid, .npz
         x = sample_run(tmp_path / "run", 4, steps=3)
         assert x.shape == (4, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
-        save_samples(x, tmp_path / "grid.png")
+        save_grid(to_unit_range(x), tmp_path / "grid.png")
         assert Image.open(tmp_path / "grid.png").mode == "RGB"
         assert Image.open(next((tmp_path / "run" / "samples").glob("*.png"))).mode == "RGB"
 
@@ -365,4 +367,4 @@ def test_data_info_prints_a_summary_and_writes_a_grid(files, tmp_path, capsys):
 
 def test_every_registered_loader_has_a_one_line_description():
     assert {"mnist", "fashion", "cifar10", "idx", "folder", "npz"} <= set(DATASETS)
-    assert all((f.__doc__ or "").strip() for f in DATASETS.values())
+    assert all(DATASETS.text(name).strip() for name in DATASETS)

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from tinydiffusion.cli import main
 from tinydiffusion.data import load_dataset
 from tinydiffusion.errors import UserError
-from tinydiffusion.evaluate import evaluate_samples, load_samples
-from tinydiffusion.features import train_classifier
-from tinydiffusion.metrics import frechet_distance, gaussian_stats, normalised_entropy, prdc
+from tinydiffusion.data import load_samples
+from tinydiffusion.eval.evaluate import evaluate_samples
+from tinydiffusion.eval.features import train_classifier
+from tinydiffusion.eval.metrics import frechet_distance, gaussian_stats, normalised_entropy, prdc
 
 
 # -------------------------------------------------------------------------------------------- fixtures
@@ -237,9 +238,9 @@ class _NvidiaStyle(nn.Module):
 def test_inception_plumbing_with_torchscript_stand_ins(real, tmp_path, cache, monkeypatch):
     from dataclasses import replace
 
-    import tinydiffusion.evaluate as evaluate
-    import tinydiffusion.features as features
-    from tinydiffusion.inception import load_inception
+    import tinydiffusion.eval.evaluate as evaluate
+    import tinydiffusion.eval.features as features
+    from tinydiffusion.eval.inception import load_inception
 
     test = load_dataset("mnist", "test")
     subset = replace(test, images=test.images[:500], labels=test.labels[:500])
@@ -263,7 +264,7 @@ def test_inception_plumbing_with_torchscript_stand_ins(real, tmp_path, cache, mo
 def test_inception_state_dict_is_rebuilt(tmp_path):
     from safetensors.torch import save_file
 
-    from tinydiffusion.inception import FIDInceptionV3, load_inception
+    from tinydiffusion.eval.inception import FIDInceptionV3, load_inception
 
     net = FIDInceptionV3().eval()
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
@@ -317,7 +318,7 @@ def test_eval_cli_on_a_run_appends_to_metrics(cache, tmp_path, capsys):
 def test_eval_every_hook_appends_a_row(cache, tmp_path):
     from tinydiffusion.checkpoint import model_from_config
     from tinydiffusion.config import apply_overrides, get_preset
-    from tinydiffusion.evaluate import evaluate_during_training
+    from tinydiffusion.eval.evaluate import evaluate_during_training
     from tinydiffusion.schedules import make_schedule
 
     cfg = apply_overrides(get_preset("mnist"), ["train.eval_every=100", "train.eval_n=12", "sample.steps=2"])

@@ -26,7 +26,7 @@ def fake_evaluate_samples(images01, labels=None, dataset="mnist", metrics=None):
 
 @pytest.fixture(autouse=True)
 def stand_in_metric(monkeypatch):
-    monkeypatch.setattr("tinydiffusion.evaluate.evaluate_samples", fake_evaluate_samples)
+    monkeypatch.setattr("tinydiffusion.eval.evaluate.evaluate_samples", fake_evaluate_samples)
 
 
 def tiny(overrides=TINY):

@@ -11,7 +11,8 @@ from tinydiffusion.cli import main
 from tinydiffusion.config import SampleConfig
 from tinydiffusion.denoiser import Denoiser
 from tinydiffusion.errors import UserError
-from tinydiffusion.generate import generate
+from tinydiffusion.conditioning import NULL_LABEL, Cond
+from tinydiffusion.generate import denoiser_for, generate
 from tinydiffusion.guidance import ClassifierFreeGuidance
 from tinydiffusion.models import build_model
 from tinydiffusion.schedules import make_schedule
@@ -21,25 +22,26 @@ from conftest import tiny_config
 LINEAR = make_schedule("linear", 1000)
 STD = torch.tensor([0.3, 0.6, 0.9, 0.5]).reshape(1, 2, 2)
 MUS = torch.tensor([[0.5, -0.3, 0.2, -0.6], [-0.4, 0.1, 0.6, 0.3], [0.0, 0.0, 0.0, 0.0]]).reshape(3, 1, 2, 2)
-NULL = 2  # labels 0 and 1 are classes; label 2 is the null label, its "unconditional" Gaussian has mean 0
+NULL = 2  # labels 0 and 1 are classes; MUS[2] is the null label's "unconditional" Gaussian, mean 0
 
 
 class ClassOracle(torch.nn.Module):
-    """The exact denoiser of x0 | c ~ N(MUS[c], STD^2), as a network net(x, s, cond); counts its calls."""
+    """The exact denoiser of x0 | c ~ N(MUS[c], STD^2), as a network net(x, t, cond); counts its calls.
+    NULL_LABEL (the null condition) selects MUS[NULL]."""
 
     def __init__(self, prediction="eps"):
         super().__init__()
         self.oracles = [GaussianOracle(LINEAR, mu, STD, prediction) for mu in MUS]
-        self.num_classes, self.batches = NULL, []
+        self.batches = []
 
-    def forward(self, x, s, cond=None):
-        self.batches.append((x.shape[0], None if cond is None else cond.tolist()))
-        cond = torch.full((x.shape[0],), NULL) if cond is None else cond
+    def forward(self, x, t, cond=None):
+        self.batches.append((x.shape[0], None if cond is None else cond.labels.tolist()))
+        labels = torch.full((x.shape[0],), NULL) if cond is None else cond.labels.where(cond.labels >= 0, NULL)
         out = torch.empty_like(x)
         for c, oracle in enumerate(self.oracles):
-            sel = cond == c
+            sel = labels == c
             if sel.any():
-                out[sel] = oracle(x[sel], s[sel])
+                out[sel] = oracle(x[sel], t[sel])
         return out
 
 
@@ -49,16 +51,16 @@ def denoiser(prediction="eps", clip=False):
 
 def inputs(B=4, t=500, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, 1, 2, 2, generator=g), torch.full((B,), t), torch.tensor([0, 1, 0, 1])
+    return torch.randn(B, 1, 2, 2, generator=g), torch.full((B,), t), Cond(labels=torch.tensor([0, 1, 0, 1]))
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_w1_is_the_conditional_and_w0_the_unconditional_prediction(prediction):
     d = denoiser(prediction)
     x, t, c = inputs()
-    cond, uncond = d(x, t, c), d(x, t, torch.full_like(c, NULL))
+    cond, uncond = d(x, t, c), d(x, t, c.null())
     for w, want in ((1.0, cond), (0.0, uncond), (1.0 + 1e-7, cond)):  # 1 + 1e-7 runs the batched two-branch path
-        got = ClassifierFreeGuidance(d, w, null_label=NULL)(x, t, c)
+        got = ClassifierFreeGuidance(d, w)(x, t, c)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -69,8 +71,8 @@ def test_guidance_combines_the_two_predictions_the_same_way_for_eps_x0_and_v(w):
     results = []
     for prediction in ("eps", "x0", "v"):
         d = denoiser(prediction)
-        (x0_c, eps_c), (x0_u, eps_u) = d(x, t, c), d(x, t, torch.full_like(c, NULL))
-        x0, eps = ClassifierFreeGuidance(d, w, null_label=NULL)(x, t, c)
+        (x0_c, eps_c), (x0_u, eps_u) = d(x, t, c), d(x, t, c.null())
+        x0, eps = ClassifierFreeGuidance(d, w)(x, t, c)
         torch.testing.assert_close(eps, eps_u + w * (eps_c - eps_u), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(x0, x0_u + w * (x0_c - x0_u), atol=1e-5, rtol=1e-5)
         results.append((x0, eps))
@@ -82,24 +84,24 @@ def test_guidance_combines_the_two_predictions_the_same_way_for_eps_x0_and_v(w):
 def test_both_branches_run_in_one_batched_call_with_the_null_label():
     d = denoiser()
     x, t, c = inputs()
-    ClassifierFreeGuidance(d, 3.0, null_label=NULL)(x, t, c)
-    assert d.net.batches == [(8, [0, 1, 0, 1, NULL, NULL, NULL, NULL])]
+    ClassifierFreeGuidance(d, 3.0)(x, t, c)
+    assert d.net.batches == [(8, [0, 1, 0, 1] + [NULL_LABEL] * 4)]
 
 
 def test_rescale_matches_the_conditional_std_and_clipping_comes_after_the_combination():
     d = denoiser()
     x, t, c = inputs(t=50)
     x0_c, _ = d(x, t, c)
-    x0, _ = ClassifierFreeGuidance(d, 8.0, null_label=NULL, rescale=1.0)(x, t, c)
+    x0, _ = ClassifierFreeGuidance(d, 8.0, rescale=1.0)(x, t, c)
     torch.testing.assert_close(x0.std(dim=(1, 2, 3)), x0_c.std(dim=(1, 2, 3)), atol=1e-5, rtol=1e-5)
-    plain, _ = ClassifierFreeGuidance(d, 8.0, null_label=NULL)(x, t, c)
+    plain, _ = ClassifierFreeGuidance(d, 8.0)(x, t, c)
     assert plain.abs().max() > 1  # w = 8 extrapolates past the data range ...
-    clipped, eps = ClassifierFreeGuidance(denoiser(clip=True), 8.0, null_label=NULL)(x, t, c)
+    clipped, eps = ClassifierFreeGuidance(denoiser(clip=True), 8.0)(x, t, c)
     torch.testing.assert_close(clipped, plain.clamp(-1, 1))  # ... and the clip applies to the guided x0
     alpha, sigma = LINEAR.sqrt_alpha_bar[50], LINEAR.sqrt_one_minus_alpha_bar[50]
     torch.testing.assert_close(x, alpha * clipped + sigma * eps, atol=1e-5, rtol=1e-5)  # (x0, eps) still explain x_t
     with pytest.raises(UserError, match="between 0 and 1"):
-        ClassifierFreeGuidance(d, 3.0, null_label=NULL, rescale=1.5)
+        ClassifierFreeGuidance(d, 3.0, rescale=1.5)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
@@ -111,46 +113,47 @@ def test_guided_sampling_of_gaussians_lands_on_the_extrapolated_gaussian(predict
     labels = torch.tensor([0, 1])
     cfg = SampleConfig(sampler="ddim", steps=250, clip_x0=False)
     for w in (0.0, 1.0, 2.5):
-        got = generate(ClassOracle(prediction), LINEAR, cfg, prediction, 2, (1, 2, 2), cond=labels, guidance=w,
-                       generator=torch.Generator().manual_seed(1))
+        got = generate(denoiser_for(ClassOracle(prediction), LINEAR, prediction, cfg, guidance=w), cfg, 2, (1, 2, 2),
+                       cond=Cond(labels=labels), generator=torch.Generator().manual_seed(1))
         mu_w = MUS[NULL] + w * (MUS[labels] - MUS[NULL])  # (2, 1, 2, 2)
         want = torch.stack([ode_solution(LINEAR, mu_w[i], STD, x_T[i:i + 1], 999, -1)[0] for i in range(2)])
-        torch.testing.assert_close(got.double(), want.clamp(-1, 1), atol=2e-2, rtol=0)  # generate() clamps to [-1, 1]
+        torch.testing.assert_close(got.double(), want, atol=2e-2, rtol=0)  # generate() does not clamp
 
 
 def test_w1_sampling_equals_conditional_sampling_with_the_stochastic_sampler():
     cfg = SampleConfig(sampler="ddpm", steps=20, clip_x0=True)
-    labels = torch.tensor([0, 1, 1])
-    run = lambda **kw: generate(ClassOracle(), LINEAR, cfg, "eps", 3, (1, 2, 2),  # noqa: E731
-                                generator=torch.Generator().manual_seed(3), **kw)
-    torch.testing.assert_close(run(cond=labels, guidance=1.0), run(cond=labels))
-    torch.testing.assert_close(run(cond=labels, guidance=0.0), run(cond=torch.full_like(labels, NULL)))
-    assert not torch.allclose(run(cond=labels, guidance=4.0), run(cond=labels))
+    labels = Cond(labels=torch.tensor([0, 1, 1]))
+    run = lambda cond, guidance=None: generate(  # noqa: E731
+        denoiser_for(ClassOracle(), LINEAR, "eps", cfg, guidance=guidance), cfg, 3, (1, 2, 2), cond=cond,
+        generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(run(labels, guidance=1.0), run(labels))
+    torch.testing.assert_close(run(labels, guidance=0.0), run(labels.null()))
+    assert not torch.allclose(run(labels, guidance=4.0), run(labels))
 
 
 def test_the_null_label_is_the_unconditional_path_of_the_unet():
     net = wake(build_model("unet-small", 1, 28, num_classes=10, channels=8).eval())
-    x, s = torch.randn(3, 1, 28, 28), torch.rand(3)
-    torch.testing.assert_close(net(x, s, None), net(x, s, torch.full((3,), 10)))
-    assert not torch.allclose(net(x, s, torch.tensor([1, 2, 3])), net(x, s, None))
+    x, t = torch.randn(3, 1, 28, 28), torch.rand(3)
+    torch.testing.assert_close(net(x, t, None), net(x, t, Cond(labels=torch.full((3,), NULL_LABEL))))
+    assert not torch.allclose(net(x, t, Cond(labels=torch.tensor([1, 2, 3]))), net(x, t, None))
 
 
 def test_label_dropout_hits_its_rate(tmp_path, monkeypatch):
     """Train a class run with a spy loss: the fraction of null labels it sees is train.label_dropout."""
-    import tinydiffusion.train as train_module
+    import tinydiffusion.train.loop as train_module
 
     seen = []
 
     def spy(model, schedule, x0, *, cond=None, **kw):
-        seen.append(cond.clone())
+        seen.append(cond.labels.clone())
         return sum(p.sum() for p in model.parameters()) * 0 + torch.ones(x0.shape[0])
 
     monkeypatch.setattr(train_module, "diffusion_loss", spy)
     cfg = tiny_config("train.batch_size=500", "train.label_dropout=0.1", steps=12, preset="mnist-class")
     train_module.train(cfg, tmp_path / "run", device="cpu", quiet=True)
     labels = torch.cat(seen)  # 6000 labels; the binomial std of the rate is 0.004
-    assert abs((labels == 10).float().mean().item() - 0.1) < 0.02
-    assert set(labels.tolist()) == set(range(11))
+    assert abs((labels == NULL_LABEL).float().mean().item() - 0.1) < 0.02
+    assert set(labels.tolist()) == set(range(10)) | {NULL_LABEL}
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -197,12 +200,12 @@ def test_cli_bad_conditioning_gets_one_clear_sentence(which, flags, message, cla
 
 
 def test_guidance_experiment_writes_its_table_and_grids(class_run, tmp_path, monkeypatch):
-    import tinydiffusion.evaluate
+    import tinydiffusion.eval.evaluate
 
     def fake_evaluate(images01, labels=None, dataset="mnist", metrics=None):  # stands in for the classifier
         return dict(fd_classifier=1.0, precision=0.5, recall=0.5, class_entropy=1.0, label_accuracy=0.1)
 
-    monkeypatch.setattr(tinydiffusion.evaluate, "evaluate_samples", fake_evaluate)
+    monkeypatch.setattr(tinydiffusion.eval.evaluate, "evaluate_samples", fake_evaluate)
     out = tmp_path / "report"
     assert main(["experiment", "guidance", "--run", str(class_run), "--weights", "0,1,3", "--n-per-class", "2",
                  "--sample-steps", "2", "--device", "cpu", "--out", str(out)]) == 0

@@ -8,7 +8,7 @@ from PIL import Image
 from tinydiffusion.cli import main
 from tinydiffusion.errors import UserError
 from tinydiffusion.experiments import nfe
-from tinydiffusion.plot import line_plot
+from tinydiffusion.viz.plot import line_plot
 
 FDS: list[float] = []  # the stand-in metric's answers, in the order the settings are sampled
 
@@ -21,7 +21,7 @@ def fake_evaluate_samples(images01, labels=None, dataset="mnist", metrics=None):
 
 @pytest.fixture(autouse=True)
 def stand_in_metric(monkeypatch):
-    monkeypatch.setattr("tinydiffusion.evaluate.evaluate_samples", fake_evaluate_samples)
+    monkeypatch.setattr("tinydiffusion.eval.evaluate.evaluate_samples", fake_evaluate_samples)
 
 
 def test_nfe_sweep_writes_table_plots_grids_and_the_closing_note(tiny_run, tmp_path, capsys):

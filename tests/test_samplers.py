@@ -11,12 +11,12 @@ from gaussian_oracle import GaussianOracle, ode_solution
 from tinydiffusion.config import SampleConfig
 from tinydiffusion.denoiser import Denoiser
 from tinydiffusion.errors import UserError
-from tinydiffusion.generate import generate
+from tinydiffusion.generate import denoiser_for, generate
 from tinydiffusion.objectives import diffusion_loss, loss_weight
 from tinydiffusion.process import eps_from_x0, v_from_x0_eps, x0_eps_from_v, x0_from_eps
-from tinydiffusion.samplers import SAMPLERS, ddim_invert, get_sampler, make_timesteps, nfe
+from tinydiffusion.samplers import SAMPLERS, ddim_invert, get_sampler, nfe
 from tinydiffusion.schedules import make_schedule
-from tinydiffusion.timesteps import SPACINGS
+from tinydiffusion.timesteps import SPACINGS, make_timesteps
 
 LINEAR = make_schedule("linear", 1000)
 MU = torch.tensor([0.5, -0.3, 0.2, -0.6]).reshape(1, 2, 2)  # one example: (C, H, W) = (1, 2, 2)
@@ -33,7 +33,7 @@ def noise(n, seed=0):
 
 
 # ------------------------------------------------------------------------------------------------ spacings
-@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("spacing", list(SPACINGS))
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 @pytest.mark.parametrize("steps", [1, 2, 7, 10, 50, 999, 1000])
 def test_spacing_first_and_last_steps_are_as_documented(spacing, schedule, steps):
@@ -73,9 +73,10 @@ def test_bad_names_and_values_raise_user_errors():
     with pytest.raises(UserError, match="sampler"):
         get_sampler("euler-a")
     with pytest.raises(UserError, match="sampler"):
-        generate(GaussianOracle(LINEAR, MU, STD), LINEAR, SampleConfig(sampler="nope"), "eps", 2, (1, 2, 2))
+        cfg = SampleConfig(sampler="nope")
+        generate(denoiser_for(GaussianOracle(LINEAR, MU, STD), LINEAR, "eps", cfg), cfg, 2, (1, 2, 2))
     with pytest.raises(UserError, match="eta"):
-        SAMPLERS["ddim"](denoiser(), noise(2), [999, 0], eta=1.5)
+        get_sampler("ddim")(denoiser(), noise(2), [999, 0], eta=1.5)
 
 
 # ---------------------------------------------------------------------------------------- parameterisations
@@ -122,10 +123,10 @@ def test_min_snr_weights_the_x0_error_the_same_for_every_prediction_type():
     delta = 0.1 * torch.randn(B, 1, 2, 2, generator=torch.Generator().manual_seed(3))  # the net's x0 error
 
     def net_for(prediction):
-        def net(x_t, s, cond=None):
-            t = (s.double() * T - 1).round().long()
-            alpha = LINEAR.sqrt_alpha_bar[t].view(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
-            sigma = LINEAR.sqrt_one_minus_alpha_bar[t].view(-1, 1, 1, 1)
+        def net(x_t, t, cond=None):
+            k = (t.double() * T - 1).round().long()  # continuous time back to the integer step
+            alpha = LINEAR.sqrt_alpha_bar[k].view(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
+            sigma = LINEAR.sqrt_one_minus_alpha_bar[k].view(-1, 1, 1, 1)
             x0_hat = x0 + delta
             eps_hat = (x_t - alpha * x0_hat) / sigma
             return {"eps": eps_hat, "x0": x0_hat, "v": alpha * eps_hat - sigma * x0_hat}[prediction].float()
@@ -182,7 +183,7 @@ def test_deterministic_samplers_reach_the_target_mean_and_variance(name, predict
     errors = []
     for K in (5, 20, 100, 500):
         ts = make_timesteps(LINEAR, K, "uniform")
-        mean, var = affine_moments(lambda x: SAMPLERS[name](denoiser(prediction), x, ts))
+        mean, var = affine_moments(lambda x: get_sampler(name)(denoiser(prediction), x, ts))
         errors.append(max(((mean - exact_mean) / STD).abs().max().item(), (var / exact_var - 1).abs().max().item()))
     assert all(a > b for a, b in zip(errors, errors[1:])), f"{name}: error did not shrink with steps: {errors}"
     # First-order DDIM is still 1.2 % off at 500 steps (halving with each doubling); the others are below 0.1 %.
@@ -197,7 +198,7 @@ def test_ddpm_reaches_the_target_mean_and_variance(variance, steps):
     x_T = noise(N, seed=5)
     z = []
     for K in steps:
-        x0 = SAMPLERS["ddpm"](denoiser(), x_T, make_timesteps(LINEAR, K, "uniform"), variance=variance,
+        x0 = get_sampler("ddpm")(denoiser(), x_T, make_timesteps(LINEAR, K, "uniform"), variance=variance,
                               generator=torch.Generator().manual_seed(6)).double()
         # Tolerance: 5 standard errors, plus DDPM's own first-order bias. With the exact denoiser the ancestral
         # chain's variance is off by 1.6 % ("small", K = 1000) and 1.3 % ("large", K = 250) at std 0.5, found by
@@ -216,7 +217,7 @@ def test_dpmpp_2m_sde_reaches_the_target_in_far_fewer_steps_than_ddpm():
     x_T = noise(N, seed=5)
 
     def var_error(name, K):
-        x0 = SAMPLERS[name](denoiser(), x_T, make_timesteps(LINEAR, K, "logsnr"),
+        x0 = get_sampler(name)(denoiser(), x_T, make_timesteps(LINEAR, K, "logsnr"),
                             generator=torch.Generator().manual_seed(6)).double()
         z_mean = ((x0.mean(0) - MU).abs() / (STD / N**0.5)).max().item()
         return (x0.var(0) / STD**2 - 1).abs().max().item(), z_mean
@@ -232,7 +233,7 @@ def test_dpmpp_2m_sde_first_step_is_the_ddpm_posterior_step():
     x_T, ts = noise(256, seed=8), make_timesteps(LINEAR, 2, "logsnr")  # [999, 0]: one step before the last
     first = {}
     for name in ("dpm++2m-sde", "ddpm"):
-        SAMPLERS[name](denoiser(), x_T, ts, generator=torch.Generator().manual_seed(9),
+        get_sampler(name)(denoiser(), x_T, ts, generator=torch.Generator().manual_seed(9),
                        callback=lambda d, name=name: first.setdefault(name, d["x"]))
     torch.testing.assert_close(first["dpm++2m-sde"], first["ddpm"], rtol=1e-4, atol=1e-4)
 
@@ -240,19 +241,19 @@ def test_dpmpp_2m_sde_first_step_is_the_ddpm_posterior_step():
 # ------------------------------------------------------------------------------------------ DDIM
 def test_ddim_eta0_is_deterministic_and_invertible():
     x_T, ts = noise(512, seed=7), make_timesteps(LINEAR, 50, "uniform")
-    a = SAMPLERS["ddim"](denoiser(), x_T, ts, generator=torch.Generator().manual_seed(1))
-    b = SAMPLERS["ddim"](denoiser(), x_T, ts, generator=torch.Generator().manual_seed(2))
+    a = get_sampler("ddim")(denoiser(), x_T, ts, generator=torch.Generator().manual_seed(1))
+    b = get_sampler("ddim")(denoiser(), x_T, ts, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b)  # eta = 0 never touches the generator
     x_T_back = ddim_invert(denoiser(), a, ts)
     # Each inverse step is solved to 1e-6 by fixed-point iteration; float32 rounding over 50 steps gives ~1e-5.
     torch.testing.assert_close(x_T_back, x_T, rtol=0, atol=1e-4)
-    torch.testing.assert_close(SAMPLERS["ddim"](denoiser(), x_T_back, ts), a, rtol=0, atol=1e-4)
+    torch.testing.assert_close(get_sampler("ddim")(denoiser(), x_T_back, ts), a, rtol=0, atol=1e-4)
 
 
 def test_ddim_eta1_is_ddpm_with_posterior_variance():
     x_T, ts = noise(256, seed=8), make_timesteps(LINEAR, 20, "uniform")
-    ddim = SAMPLERS["ddim"](denoiser(), x_T, ts, eta=1.0, generator=torch.Generator().manual_seed(9))
-    ddpm = SAMPLERS["ddpm"](denoiser(), x_T, ts, variance="small", generator=torch.Generator().manual_seed(9))
+    ddim = get_sampler("ddim")(denoiser(), x_T, ts, eta=1.0, generator=torch.Generator().manual_seed(9))
+    ddpm = get_sampler("ddpm")(denoiser(), x_T, ts, variance="small", generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-4)
 
 
@@ -263,7 +264,7 @@ def ode_error(name: str, K: int, spacing: str, x_T: torch.Tensor) -> tuple[int, 
     d = denoiser()
     ts = make_timesteps(LINEAR, K, spacing)
     states = {}
-    SAMPLERS[name](d, x_T, ts, callback=lambda info: states.__setitem__(info["i"], info["x"]))
+    get_sampler(name)(d, x_T, ts, callback=lambda info: states.__setitem__(info["i"], info["x"]))
     exact = ode_solution(LINEAR, MU, STD, x_T, ts[0], ts[-1])
     return d.net.calls, (states[K - 2].double() - exact).pow(2).mean().sqrt().item()
 
@@ -295,10 +296,10 @@ def test_heun_is_second_order_and_dpmpp_3m_third():
 
 
 # ------------------------------------------------------------------------------------------- contracts
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_callback_nfe_and_the_final_step_lands_on_x0_hat(name):
     d, x_T, ts, seen = denoiser(), noise(16), make_timesteps(LINEAR, 6, "trailing"), []
-    out = SAMPLERS[name](d, x_T, ts, generator=torch.Generator().manual_seed(0), callback=seen.append)
+    out = get_sampler(name)(d, x_T, ts, generator=torch.Generator().manual_seed(0), callback=seen.append)
     assert [info["i"] for info in seen] == list(range(6)) and [info["t"] for info in seen] == ts
     assert all(info["x"].shape == info["x0_hat"].shape == x_T.shape for info in seen)
     assert torch.equal(seen[-1]["x"], out)
@@ -309,7 +310,7 @@ def test_callback_nfe_and_the_final_step_lands_on_x0_hat(name):
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_any_sampler_works_with_any_prediction_type(name):
     x_T, ts = noise(256, seed=12), make_timesteps(LINEAR, 10, "logsnr")
-    outs = [SAMPLERS[name](denoiser(p), x_T, ts) for p in ("eps", "x0", "v")]
+    outs = [get_sampler(name)(denoiser(p), x_T, ts) for p in ("eps", "x0", "v")]
     for other in outs[1:]:
         torch.testing.assert_close(other, outs[0], rtol=1e-3, atol=1e-3)
 
@@ -317,10 +318,10 @@ def test_any_sampler_works_with_any_prediction_type(name):
 def test_generate_passes_eta_and_schedule_aware_spacings():
     def run(eta):
         cfg = SampleConfig(sampler="ddim", steps=10, spacing="karras", eta=eta, clip_x0=False)
-        return generate(GaussianOracle(LINEAR, MU, STD), LINEAR, cfg, "eps", 8, (1, 2, 2),
+        return generate(denoiser_for(GaussianOracle(LINEAR, MU, STD), LINEAR, "eps", cfg), cfg, 8, (1, 2, 2),
                         generator=torch.Generator().manual_seed(0))
     x_T = torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(0))  # what generate draws first
-    expected = SAMPLERS["ddim"](denoiser(), x_T, make_timesteps(LINEAR, 10, "karras")).clamp(-1, 1)  # images
+    expected = get_sampler("ddim")(denoiser(), x_T, make_timesteps(LINEAR, 10, "karras"))  # generate never clamps
     torch.testing.assert_close(run(0.0), expected)
     assert not torch.allclose(run(1.0), run(0.0))  # eta reached the sampler
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from conftest import wake
-from tinydiffusion import text_encoder
-from tinydiffusion.captions import CaptionBank, caption, class_prompt, describe, digit_in_prompt
+from tinydiffusion.conditioning import text_encoder
+from tinydiffusion.conditioning.captions import CaptionBank, caption, class_prompt, describe, digit_in_prompt
 from tinydiffusion.cli import main
 from tinydiffusion.models import build_model
-from tinydiffusion.models.layers import Context
-from tinydiffusion.text_encoder import get_encoder
+from tinydiffusion.conditioning import Cond
+from tinydiffusion.conditioning.text_encoder import get_encoder
 
 from conftest import tiny_config
 
@@ -51,11 +51,11 @@ def test_an_empty_prompt_is_the_null_context_and_the_unconditional_path():
     assert not ctx.mask[0].any() and not ctx.mask[2].any() and ctx.mask[1].sum() == 5
     assert not ctx.tokens[0].any()
     net = wake(build_model("unet-small", 1, 28, channels=8, context_dim=384).eval())
-    x, s = torch.randn(1, 1, 28, 28), torch.rand(1)
-    uncond = net(x, s, None)
-    for null in (ctx[0:1], ctx[1:2].null(), Context(ctx.tokens[1:2], torch.zeros_like(ctx.mask[1:2]))):
-        torch.testing.assert_close(net(x, s, null), uncond, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(net(x, s, ctx[1:2]), uncond, atol=1e-3)
+    x, t = torch.randn(1, 1, 28, 28), torch.rand(1)
+    uncond = net(x, t, None)
+    for null in (ctx[0:1], ctx[1:2].null(), Cond(tokens=ctx.tokens[1:2], mask=torch.zeros_like(ctx.mask[1:2]))):
+        torch.testing.assert_close(net(x, t, null), uncond, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(net(x, t, ctx[1:2]), uncond, atol=1e-3)
 
 
 def test_a_prompt_naming_a_class_changes_the_conditioning():
@@ -63,9 +63,9 @@ def test_a_prompt_naming_a_class_changes_the_conditioning():
     seven, three, seven2 = enc.sentence_embedding(["a thick seven", "a thick three", "a thick 7"])
     assert (seven @ three) < (seven @ seven2)  # "seven" is nearer "7" than "three"
     net = wake(build_model("unet-small", 1, 28, channels=8, context_dim=384).eval())
-    x, s = torch.randn(2, 1, 28, 28), torch.rand(2)
-    out = net(x, s, enc.encode(["a thick seven", "a thick three"]))
-    same = net(x, s, enc.encode(["a thick seven", "a thick seven"]))
+    x, t = torch.randn(2, 1, 28, 28), torch.rand(2)
+    out = net(x, t, enc.encode(["a thick seven", "a thick three"]))
+    same = net(x, t, enc.encode(["a thick seven", "a thick seven"]))
     torch.testing.assert_close(out[0], same[0], atol=1e-5, rtol=1e-5)
     assert (out[1] - same[1]).abs().max() > 1e-3
     assert [digit_in_prompt(p) for p in ("a thin seven", "the digit 3", "an upright one", "a thick line")] == [7, 3, 1, None]
@@ -109,7 +109,7 @@ class StubEncoder:
                     self.vectors[w] = torch.randn(384, generator=torch.Generator().manual_seed(zlib.crc32(w.encode())))
                 tokens[i, j] = self.vectors[w]
                 mask[i, j] = True
-        return Context(tokens, mask)
+        return Cond(tokens=tokens, mask=mask)
 
 
 def test_the_caption_bank_encodes_each_caption_once_and_drops_at_its_rate():

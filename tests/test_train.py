@@ -13,7 +13,8 @@ from tinydiffusion.models import build_model
 from tinydiffusion.models.layers import ResBlock, SelfAttention
 from tinydiffusion.objectives import diffusion_loss
 from tinydiffusion.schedules import make_schedule
-from tinydiffusion.train import lr_at, make_optimizer, train, update_ema
+from tinydiffusion.train import train
+from tinydiffusion.train.optim import lr_at, make_optimizer, update_ema
 
 from conftest import tiny_config
 
@@ -108,7 +109,7 @@ def test_resume_continues_at_the_saved_step_with_the_same_weights(tmp_path, monk
     cfg = tiny_config("train.checkpoint_every=3", steps=6)
     train(cfg, straight, quiet=True)
 
-    import tinydiffusion.train as train_module
+    import tinydiffusion.train.loop as train_module
 
     calls = []
 
@@ -171,11 +172,11 @@ def test_importance_time_sampling_keeps_the_weighted_objective_in_expectation():
     schedule = make_schedule("linear", 1000)
     x0 = torch.zeros(4096, 1, 2, 2)
 
-    def net(x_t, s, cond=None):  # v-prediction error grows with t: target v plus (t / T) everywhere
+    def net(x_t, t, cond=None):  # v-prediction error grows with t: target v plus (t / T) everywhere
         alpha, sigma = schedule.sqrt_alpha_bar, schedule.sqrt_one_minus_alpha_bar
-        t = (s.double() * 1000 - 1).round().long()
-        eps = x_t.double() / sigma[t].view(-1, 1, 1, 1)  # x0 = 0, so x_t = sigma eps
-        return (alpha[t].view(-1, 1, 1, 1) * eps + s.double().view(-1, 1, 1, 1)).float()
+        k = (t.double() * 1000 - 1).round().long()  # continuous time back to the integer step
+        eps = x_t.double() / sigma[k].view(-1, 1, 1, 1)  # x0 = 0, so x_t = sigma eps
+        return (alpha[k].view(-1, 1, 1, 1) * eps + t.double().view(-1, 1, 1, 1)).float()
 
     losses = {kind: diffusion_loss(net, schedule, x0, prediction="v", weighting="min-snr", t_sampling=kind,
                                    generator=torch.Generator().manual_seed(0)).mean().item()
@@ -187,12 +188,12 @@ def test_config_json_pins_the_network_so_registry_changes_do_not_break_old_runs(
     from functools import partial
 
     from tinydiffusion import models
-    from tinydiffusion.checkpoint import load_run
+    from tinydiffusion.runs import load_run
     from tinydiffusion.models.unet import UNet
 
     saved = json.loads((tiny_run / "config.json").read_text())["model"]
     assert saved["name"] == "unet-small" and saved["channels"] == 8  # the tiny config's override
     assert saved["channel_mult"] == [1, 2, 2] and saved["num_res_blocks"] == 1 and saved["attention_resolutions"] == [7]
-    monkeypatch.setitem(models.MODELS, "unet-small", partial(UNet, channels=48, channel_mult=(1, 2), num_res_blocks=2))
+    monkeypatch.setitem(models.MODELS._entries, "unet-small", partial(UNet, channels=48, channel_mult=(1, 2), num_res_blocks=2))
     _, net, _, _ = load_run(tiny_run)  # rebuilt from config.json, not from the changed registry
     assert net(torch.zeros(2, 1, 28, 28), torch.rand(2)).shape == (2, 1, 28, 28)

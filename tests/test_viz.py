@@ -7,8 +7,8 @@ from PIL import Image
 from tinydiffusion.cli import main
 from tinydiffusion.config import load_config
 from tinydiffusion.schedules import make_schedule
-from tinydiffusion.viz_curves import crossing, loss_by_t
-from tinydiffusion.viz_figures import LESSON_TRAJECTORY_T, lesson_times, nearest_visited
+from tinydiffusion.viz.curves import crossing, loss_by_t
+from tinydiffusion.viz.figures import LESSON_TRAJECTORY_T, lesson_times, nearest_visited
 
 
 def png_size(path):
@@ -72,7 +72,7 @@ def test_loss_curve_skips_evaluation_rows(tiny_run, tmp_path):
     import json
     import shutil
 
-    from tinydiffusion.viz_curves import read_metrics
+    from tinydiffusion.viz.curves import read_metrics
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -106,7 +106,7 @@ def test_loss_by_t_of_a_net_that_predicts_zero_noise():
             super().__init__()
             self.p = torch.nn.Parameter(torch.zeros(()))
 
-        def forward(self, x, s, cond=None):
+        def forward(self, x, t, cond=None):
             return torch.zeros_like(x) * self.p
 
     schedule = make_schedule("linear", 100)

@@ -1,54 +1,27 @@
-"""Run directories: config.json, model/EMA weights as safetensors, and a separate training-state file.
+"""Checkpoint files of a run directory: config.json, meta.json, model/EMA weights as safetensors, and a separate
+training-state file (runs.py loads a run for sampling).
 
-Every file is written atomically (temporary file, then rename), so an interrupted write never destroys
-the previous checkpoint. Nothing is pickled: weights are safetensors; the training state holds only
+Every file is written atomically (io.atomic_write: temporary file, then rename), so an interrupted write never
+destroys the previous checkpoint. Nothing is pickled: weights are safetensors; the training state holds only
 tensors and numbers and is loaded with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import Config, load_config
+from .config import Config
 from .errors import UserError
+from .io import atomic_write, write_text
 from .models import build_model, resolved_options
-from .schedules import make_schedule
 
 MODEL, EMA, STATE, CONFIG = "model.safetensors", "ema.safetensors", "train_state.pt", "config.json"
 META = "meta.json"  # what the weights need beyond the config: image shape, classes, step
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path onto path; path is untouched if anything fails."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as e:
-        raise UserError(f"Cannot write to {path.parent} ({e.strerror}); choose a writable output path.") from None
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -112,16 +85,3 @@ def pin_model_config(cfg: Config, shape: tuple[int, int, int]) -> Config:
 def model_from_config(cfg: Config, shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
     C, H, _ = shape
     return build_model(cfg.model.name, C, H, num_classes, **cfg.model.overrides())
-
-
-def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu"):
-    """(cfg, net, schedule, meta) of a trained run; net in eval mode, EMA weights when they exist."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"Run directory {run_dir} does not exist.")
-    cfg = load_config(run_dir / CONFIG)
-    meta = load_meta(run_dir)
-    net = model_from_config(cfg, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
-    weights = run_dir / EMA if use_ema and (run_dir / EMA).exists() else run_dir / MODEL
-    load_weights(net, weights)
-    return cfg, net.to(device).eval(), make_schedule(cfg.diffusion.schedule, cfg.diffusion.T), meta

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
+from .registry import Registry
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist"  # a registered dataset (see `tinydiffusion data`), or a path
+    name: str = "mnist"  # a registered dataset (see `tinydiffusion list datasets`), or a path
     path: str = ""  # where a dataset that does not ship in a package lives on disk
     hflip: bool = False  # random horizontal flips (not for digits)
     conditional: bool = False  # give the model the class labels
@@ -23,7 +24,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "unet"  # a registered denoiser (see `tinydiffusion models`)
+    name: str = "unet"  # a registered denoiser (see `tinydiffusion list models`)
     # Optional overrides of the registered size; None keeps the registry's value.
     channels: int | None = None
     channel_mult: tuple[int, ...] | None = None
@@ -41,17 +42,17 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    schedule: str = "linear"  # linear | cosine
+    schedule: str = "linear"  # `tinydiffusion list schedules`: linear | cosine
     T: int = 1000
-    prediction: str = "eps"  # eps | x0 | v
-    weighting: str = "none"  # none | min-snr
-    t_sampling: str = "uniform"  # uniform | lognormal (EDM's log-normal noise levels; see objectives.sample_t)
+    prediction: str = "eps"  # `list predictions`: eps | x0 | v
+    weighting: str = "none"  # `list weightings`: none | min-snr
+    t_sampling: str = "uniform"  # `list time-samplings`: uniform | importance | lognormal (see objectives.sample_t)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 128
-    optimizer: str = "adamw"  # adam | adamw
+    optimizer: str = "adamw"  # `list optimizers`: adam | adamw
     lr: float = 2e-4
     adam_beta2: float = 0.999  # second-moment decay; 0.99 adapts faster in short runs
     weight_decay: float = 0.0
@@ -60,7 +61,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 = off
     ema_decay: float = 0.9999  # 0 = no EMA (sample from the raw weights)
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step))
-    precision: str = "auto"  # auto | bf16 | fp32; auto = bf16 autocast where the hardware has it (see device.py)
+    precision: str = "auto"  # `list precisions`: auto = bf16 autocast where the hardware has it (see device.py)
     channels_last: bool = False
     label_dropout: float = 0.1  # conditional models: fraction of labels replaced by the null label
     epochs: float = 0  # budget: whichever of epochs, steps, minutes is set (the CLI flags override)
@@ -69,16 +70,16 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     sample_every: int = 0  # 0 = a grid at each checkpoint only
-    eval_every: int = 0  # sample-quality metrics (evaluate.py) every K steps; 0 = off (minutes per eval on a CPU)
+    eval_every: int = 0  # sample-quality metrics (eval/evaluate.py) every K steps; 0 = off (minutes per eval on a CPU)
     eval_n: int = 1000  # samples per evaluation
     snapshot_minutes: tuple[float, ...] = ()  # also save the (EMA) weights at these minutes of training
 
 
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: str = "ddpm"
+    sampler: str = "ddpm"  # `tinydiffusion list samplers`
     steps: int = 1000
-    spacing: str = "uniform"  # uniform | trailing | quadratic | karras | logsnr (see timesteps.py)
+    spacing: str = "uniform"  # `list spacings`: uniform | trailing | quadratic | karras | logsnr (see timesteps.py)
     variance: str = "small"  # ddpm: small = beta_tilde (posterior), large = beta
     eta: float = 0.0  # ddim: 0 = deterministic, 1 = ancestral (DDPM's posterior noise)
     clip_x0: bool = True
@@ -124,65 +125,54 @@ def load_config(path: Path) -> Config:
 
 
 # --------------------------------------------------------------------------------------------- presets
-PRESETS: dict[str, tuple[str, Config]] = {
-    "mnist-seed": ("the lesson's recipe exactly: seed-unet, linear T=1000, Adam 2e-4, batch 128, 20 epochs, "
-                   "1000-step ancestral sampling with sigma^2 = beta",
-                   Config(model=ModelConfig(name="seed-unet"),
-                          train=TrainConfig(optimizer="adam", lr=2e-4, grad_clip=0.0, ema_decay=0.0, epochs=20),
-                          sample=SampleConfig(sampler="ddpm", steps=1000, variance="large", clip_x0=False))),
-    "mnist": ("the project's default for a 2-core CPU: a 32-channel U-Net on 2x2 patches with scale-shift time "
-              "conditioning, predicting v, min-SNR-5 loss weights with t drawn in proportion to them, batch 64, "
-              "AdamW 3e-3 (beta2 0.99) with warm-up and cosine decay, EMA, 10 minutes; sampled with "
-              "DPM-Solver++(2M) SDE, 10 steps on the trailing grid (999, 899, ..., 99)",
-              Config(model=ModelConfig(name="unet-patch", scale_shift=True),
-                     diffusion=DiffusionConfig(prediction="v", weighting="min-snr", t_sampling="importance"),
-                     train=TrainConfig(batch_size=64, lr=3e-3, adam_beta2=0.99, warmup_steps=200, lr_decay="cosine",
-                                       ema_decay=0.999, minutes=10, checkpoint_every=1000),
-                     sample=SampleConfig(sampler="dpm++2m-sde", steps=10, spacing="trailing", clip_x0=False))),
-}
-_MNIST = PRESETS["mnist"][1]
-# Unguided, x0_hat is left unclipped (measured on the 10-minute mnist run: fd_classifier 23.3 against 24.8 with
-# clipping); guidance extrapolates x0_hat past the data range, so the conditional presets clip it.
-_GUIDED_SAMPLE = replace(_MNIST.sample, clip_x0=True)
-# The mnist presets predict v: x0_hat = alpha x_t - sigma v has no 1/alpha factor, whereas eps-prediction's
-# x0_hat = (x_t - sigma eps) / alpha multiplies errors by up to 160 at t = 999, and guidance extrapolates them.
-# Measured with the earlier one-channel-per-group U-Net, 10-30 CPU minutes: the eps class model drew about half
-# its samples on a grey or white background (label accuracy 0.45 at w = 3), the v model none (0.99 at w = 3).
-PRESETS["mnist-class"] = (
-    "'mnist' with class labels: label embedding + 10 % label dropout, for classifier-free guidance",
-    replace(_MNIST, data=DataConfig(conditional=True), sample=_GUIDED_SAMPLE))
-PRESETS["mnist-text"] = (
-    "'mnist' with generated captions (label, thickness, slant, size) read by MiniLM; cross-attention at the "
-    "7 and 4 px levels, 10 % empty prompts for classifier-free guidance",
-    replace(_MNIST, data=DataConfig(text=True), model=replace(_MNIST.model, context_dim=384), sample=_GUIDED_SAMPLE))
-PRESETS["fashion"] = (
-    "the mnist recipe on Fashion-MNIST (Debian's dataset-fashion-mnist): small U-Net, 10 minutes on a 2-core CPU",
-    replace(_MNIST, data=DataConfig(name="fashion")))
-PRESETS["cifar10"] = (
+# Why each preset is what it is (the trials behind the choices) is in docs/presets.md.
+PRESETS = Registry("preset", " (see `tinydiffusion presets`)")
+PRESETS.add("mnist-seed", Config(
+    model=ModelConfig(name="seed-unet"),
+    train=TrainConfig(optimizer="adam", lr=2e-4, grad_clip=0.0, ema_decay=0.0, epochs=20),
+    sample=SampleConfig(sampler="ddpm", steps=1000, variance="large", clip_x0=False)),
+    "the lesson's recipe exactly: seed-unet, linear T=1000, Adam 2e-4, batch 128, 20 epochs, 1000-step ancestral "
+    "sampling with sigma^2 = beta")
+_MNIST = PRESETS.add("mnist", Config(
+    model=ModelConfig(name="unet-patch", scale_shift=True),
+    diffusion=DiffusionConfig(prediction="v", weighting="min-snr", t_sampling="importance"),
+    train=TrainConfig(batch_size=64, lr=3e-3, adam_beta2=0.99, warmup_steps=200, lr_decay="cosine", ema_decay=0.999,
+                      minutes=10, checkpoint_every=1000),
+    sample=SampleConfig(sampler="dpm++2m-sde", steps=10, spacing="trailing", clip_x0=False)),
+    "the project's default for a 2-core CPU: a 32-channel U-Net on 2x2 patches with scale-shift time conditioning, "
+    "predicting v, min-SNR-5 loss weights with t drawn in proportion to them, batch 64, AdamW 3e-3 (beta2 0.99) "
+    "with warm-up and cosine decay, EMA, 10 minutes; sampled with DPM-Solver++(2M) SDE, 10 steps on the trailing "
+    "grid (999, 899, ..., 99)")
+_GUIDED_SAMPLE = replace(_MNIST.sample, clip_x0=True)  # guidance extrapolates x0_hat past the data range: clip it
+PRESETS.add("mnist-class", replace(_MNIST, data=DataConfig(conditional=True), sample=_GUIDED_SAMPLE),
+            "'mnist' with class labels: label embedding + 10 % label dropout, for classifier-free guidance")
+PRESETS.add("mnist-text", replace(_MNIST, data=DataConfig(text=True), model=replace(_MNIST.model, context_dim=384),
+                                  sample=_GUIDED_SAMPLE),
+            "'mnist' with generated captions (label, thickness, slant, size) read by MiniLM; cross-attention at the "
+            "7 and 4 px levels, 10 % empty prompts for classifier-free guidance")
+PRESETS.add("fashion", replace(_MNIST, data=DataConfig(name="fashion")),
+            "the mnist recipe on Fashion-MNIST (Debian's dataset-fashion-mnist): small U-Net, 10 minutes on a 2-core CPU")
+PRESETS.add("cifar10", Config(
+    data=DataConfig(name="cifar10", hflip=True), model=ModelConfig(name="unet", channels=128),
+    diffusion=DiffusionConfig(schedule="cosine"), train=TrainConfig(lr=2e-4, epochs=100, checkpoint_every=5000),
+    sample=SampleConfig(sampler="ddpm", steps=1000)),
     "the lesson's Part B, sized for a GPU: CIFAR-10 (data.path or CIFAR10_DIR), unet with 128 channels, cosine "
     "schedule, flips, Adam 2e-4, batch 128, 100 epochs (39k steps). CPU: ~26 s/step on 2 idle cores "
-    "(52 core-s per batch), ~12 days: run it on a GPU",
-    Config(data=DataConfig(name="cifar10", hflip=True), model=ModelConfig(name="unet", channels=128),
-           diffusion=DiffusionConfig(schedule="cosine"),
-           train=TrainConfig(lr=2e-4, epochs=100, checkpoint_every=5000),
-           sample=SampleConfig(sampler="ddpm", steps=1000)))
-PRESETS["cifar10-ddpm"] = (
+    "(52 core-s per batch), ~12 days: run it on a GPU")
+PRESETS.add("cifar10-ddpm", Config(
+    data=DataConfig(name="cifar10", hflip=True),
+    model=ModelConfig(name="unet-large", attention_resolutions=(16,), dropout=0.1),
+    diffusion=DiffusionConfig(schedule="linear", T=1000),
+    train=TrainConfig(lr=2e-4, batch_size=128, warmup_steps=5000, ema_decay=0.9999, steps=800_000,
+                      checkpoint_every=10_000),
+    sample=SampleConfig(sampler="ddpm", steps=1000, variance="large")),  # sigma^2 = beta, as the paper's model
     "the DDPM paper's CIFAR-10 run (Ho et al. 2020): 35.7M unet-large, attention at 16x16, dropout 0.1, linear "
     "T=1000, Adam 2e-4, batch 128, warm-up 5000, EMA 0.9999, flips, 800k steps. CPU: ~40 s/step on 2 idle "
-    "cores (~80 core-s per batch), ~1 year (the paper: 10.6 h on a TPU v3-8)",
-    Config(data=DataConfig(name="cifar10", hflip=True),
-           model=ModelConfig(name="unet-large", attention_resolutions=(16,), dropout=0.1),
-           diffusion=DiffusionConfig(schedule="linear", T=1000),
-           train=TrainConfig(lr=2e-4, batch_size=128, warmup_steps=5000, ema_decay=0.9999, steps=800_000,
-                             checkpoint_every=10_000),
-           # sigma^2 = beta: the variance of the paper's released CIFAR-10 model
-           sample=SampleConfig(sampler="ddpm", steps=1000, variance="large")))
+    "cores (~80 core-s per batch), ~1 year (the paper: 10.6 h on a TPU v3-8)")
 
 
 def get_preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise UserError(f"Unknown preset '{name}'; choose one of: {', '.join(PRESETS)} (see `tinydiffusion presets`).")
-    return PRESETS[name][1]
+    return PRESETS.get(name)
 
 
 def _parse(value: str, tp, key: str):

@@ -3,23 +3,22 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserError
+from .registry import Registry
 from .process import alpha_sigma, eps_from_x0, x0_eps_from_v, x0_from_eps
 from .schedules import Schedule, continuous_time
 
-PREDICTIONS = ("eps", "x0", "v")
-
-
-def check_prediction(prediction: str) -> str:
-    if prediction not in PREDICTIONS:
-        raise UserError(f"Unknown prediction type '{prediction}'; choose one of: {', '.join(PREDICTIONS)}.")
-    return prediction
+PREDICTIONS = Registry("prediction type")
+PREDICTIONS.add("eps", text="the noise eps (Ho et al. 2020)")
+PREDICTIONS.add("x0", text="the clean image x0")
+PREDICTIONS.add("v", text="v = alpha eps - sigma x0 (Salimans & Ho 2022): no 1/alpha blow-up of x0_hat at high noise")
+check_prediction = PREDICTIONS.check
 
 
 class Denoiser:
     """denoiser(x_t, t, cond) -> (x0_hat, eps_hat) for a net predicting eps, x0 or v.
 
     t is an integer step in {0..T-1} (an int or a (B,) tensor); the net sees continuous time (t + 1) / T.
+    cond is passed to the net as it is (a Cond, or None).
     With clip_x0, x0_hat is clamped to the data range [-1, 1] and eps_hat recomputed to match it.
     """
 

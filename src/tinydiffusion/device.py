@@ -12,17 +12,25 @@ import contextlib
 import torch
 
 from .errors import UserError
+from .registry import Registry
 
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = Registry("precision")
+PRECISIONS.add("auto", text="bf16 autocast where the hardware computes bf16 (CUDA with bf16, AVX-512 BF16 or AMX), else fp32")
+PRECISIONS.add("bf16", text="bfloat16 autocast everywhere (emulated, and slow, on CPUs without bf16 units)")
+PRECISIONS.add("fp32", text="float32 throughout")
+DEVICES = Registry("device")
+DEVICES.add("auto", text="cuda if there is one, else mps, else cpu")
+DEVICES.add("cpu", text="the CPU")
+DEVICES.add("cuda", text="an NVIDIA GPU")
+DEVICES.add("mps", text="Apple's Metal GPU")
 
 
 def resolve_device(name: str) -> torch.device:
+    DEVICES.check(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available() or name == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {name} is not available on this machine; use --device cpu or auto.")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UserError(f"Unknown device '{name}'; choose auto, cpu, cuda or mps.")
     return torch.device(name)
 
 
@@ -45,8 +53,7 @@ def native_bf16(device: torch.device | str) -> bool:
 
 def use_bf16(precision: str, device: torch.device | str) -> bool:
     """precision auto | bf16 | fp32 -> whether to run the network under bf16 autocast on `device`."""
-    if precision not in PRECISIONS:
-        raise UserError(f"Unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}.")
+    PRECISIONS.check(precision)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 

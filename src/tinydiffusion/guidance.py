@@ -19,24 +19,10 @@ import copy
 
 import torch
 
+from .conditioning.cond import Cond
 from .denoiser import Denoiser
 from .errors import UserError
-from .models.layers import Context
 from .process import alpha_sigma, eps_from_x0
-
-
-def null_cond(cond, null_label: int | None):
-    """The unconditional counterpart of a batch of conditions: the null label, or contexts without tokens."""
-    if isinstance(cond, Context):
-        return cond.null()
-    if null_label is None:
-        raise UserError("Guidance on class labels needs the model's null label (its number of classes).")
-    return torch.full_like(cond, null_label)
-
-
-def cat_cond(a, b):
-    """[a, b] along the batch, for label tensors or Contexts."""
-    return Context.cat(a, b) if isinstance(a, Context) else torch.cat([a, b])
 
 
 def rescale_x0(x0_cfg: torch.Tensor, x0_cond: torch.Tensor, phi: float) -> torch.Tensor:
@@ -49,15 +35,15 @@ def rescale_x0(x0_cfg: torch.Tensor, x0_cond: torch.Tensor, phi: float) -> torch
 class ClassifierFreeGuidance:
     """guided(x_t, t, cond) -> (x0_hat, eps_hat) with eps = eps_u + w (eps_c - eps_u).
 
-    One batched call of the net on [x_t, x_t] with [cond, null]; w = 1 is the conditional prediction and
+    One batched call of the net on [x_t, x_t] with [cond, cond.null()]; w = 1 is the conditional prediction and
     w = 0 the unconditional one (each then needs one branch only, so they skip the other; rescale does not
     apply to them). cond=None is unconditional at any w. rescale = phi in [0, 1] (0 = off; Lin et al. use 0.7).
     """
 
-    def __init__(self, denoiser: Denoiser, w: float, *, null_label: int | None = None, rescale: float = 0.0):
+    def __init__(self, denoiser: Denoiser, w: float, *, rescale: float = 0.0):
         if not 0.0 <= rescale <= 1.0:
             raise UserError(f"Guidance rescale must be between 0 and 1, got {rescale}.")
-        self.w, self.rescale, self.null_label, self.clip_x0 = float(w), float(rescale), null_label, denoiser.clip_x0
+        self.w, self.rescale, self.clip_x0 = float(w), float(rescale), denoiser.clip_x0
         self.base = copy.copy(denoiser)  # the same wrapper, any kind, but clipping waits until after step 2
         self.base.clip_x0 = False
         self.net, self.schedule, self.prediction = denoiser.net, denoiser.schedule, denoiser.prediction
@@ -66,13 +52,12 @@ class ClassifierFreeGuidance:
         B = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device).long().expand(B)  # () or (B,) -> (B,)
         if cond is None or self.w == 0.0:  # w = 0 is exactly the unconditional prediction
-            x0, eps = self.base(x_t, t, None if cond is None else null_cond(cond, self.null_label))
+            x0, eps = self.base(x_t, t, None if cond is None else cond.null())
         elif self.w == 1.0:  # plain conditional sampling: one branch (rescale is the identity at w = 1)
             x0, eps = self.base(x_t, t, cond)
         else:
             # 1. both branches in one call: (2B, C, H, W) with conditions [cond, null]
-            x0_both, eps_both = self.base(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                          cat_cond(cond, null_cond(cond, self.null_label)))
+            x0_both, eps_both = self.base(torch.cat([x_t, x_t]), torch.cat([t, t]), Cond.cat(cond, cond.null()))
             (x0_c, x0_u), (eps_c, eps_u) = x0_both.chunk(2), eps_both.chunk(2)  # (2B, ...) -> 2 x (B, ...)
             # 2. extrapolate from the unconditional towards the conditional prediction
             x0, eps = x0_u + self.w * (x0_c - x0_u), eps_u + self.w * (eps_c - eps_u)
@@ -86,6 +71,6 @@ class ClassifierFreeGuidance:
         return x0, eps
 
 
-def guided(denoiser: Denoiser, w: float | None, *, null_label: int | None = None, rescale: float = 0.0):
+def guided(denoiser: Denoiser, w: float | None, *, rescale: float = 0.0):
     """The denoiser itself when w is None (no guidance requested), else its guided wrapper."""
-    return denoiser if w is None else ClassifierFreeGuidance(denoiser, w, null_label=null_label, rescale=rescale)
+    return denoiser if w is None else ClassifierFreeGuidance(denoiser, w, rescale=rescale)

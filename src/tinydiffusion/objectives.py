@@ -4,12 +4,17 @@ from __future__ import annotations
 import torch
 
 from .denoiser import check_prediction
-from .errors import UserError
+from .registry import Registry
 from .process import q_sample, v_from_x0_eps, alpha_sigma
 from .schedules import Schedule, continuous_time, gather
 
-WEIGHTINGS = ("none", "min-snr")
-T_SAMPLINGS = ("uniform", "importance", "lognormal")
+WEIGHTINGS = Registry("loss weighting")
+WEIGHTINGS.add("none", text="every t weighs the same in the chosen target's MSE (Ho et al. 2020)")
+WEIGHTINGS.add("min-snr", text="min(SNR, 5) on the x0 error, for every prediction type (Hang et al. 2023)")
+T_SAMPLINGS = Registry("time sampling")
+T_SAMPLINGS.add("uniform", text="t ~ U{0..T-1} (Ho et al. 2020, Algorithm 1)")
+T_SAMPLINGS.add("importance", text="t drawn in proportion to the loss weight, which the loss then replaces by its mean")
+T_SAMPLINGS.add("lognormal", text="log-SNR ~ N(2.4, 2.4), EDM's noise levels (Karras et al. 2022), snapped to a step")
 
 
 def sample_t(schedule: Schedule, B: int, kind: str = "uniform", generator: torch.Generator | None = None,
@@ -21,12 +26,11 @@ def sample_t(schedule: Schedule, B: int, kind: str = "uniform", generator: torch
       is near 0 (min-SNR-5 with v gives 54 % of the linear schedule's steps under a tenth of its peak weight).
     - lognormal: log-SNR ~ N(logsnr_mean, logsnr_std) snapped to the nearest step. EDM's ln(sigma) ~ N(-1.2, 1.2)
       (Karras et al. 2022, sec. 5) is log-SNR = -2 ln(sigma) ~ N(2.4, 2.4)."""
+    T_SAMPLINGS.check(kind)
     if kind == "uniform":
         return torch.randint(0, schedule.T, (B,), generator=generator)
     if kind == "importance":
         return torch.multinomial(weights, B, replacement=True, generator=generator)
-    if kind != "lognormal":
-        raise UserError(f"Unknown time sampling '{kind}'; choose one of: {', '.join(T_SAMPLINGS)}.")
     lam = logsnr_mean + logsnr_std * torch.randn(B, generator=generator, dtype=torch.float64)  # (B,)
     logsnr = (schedule.alpha_bar / (1 - schedule.alpha_bar)).log()  # (T,), decreasing in t
     return (logsnr[None, :] - lam[:, None]).abs().argmin(1)  # (B, T) -> (B,)
@@ -36,10 +40,8 @@ def loss_weight(snr: torch.Tensor, prediction: str, weighting: str, gamma: float
     """Per-example weight. min-SNR-gamma (Hang et al. 2023, eq. 13-ish): min(SNR, gamma) divided by the
     implicit weight of the target (eps: SNR, x0: 1, v: SNR + 1), so every prediction type gets the same
     effective weighting of the x0 error."""
-    if weighting == "none":
+    if WEIGHTINGS.check(weighting) == "none":
         return torch.ones_like(snr)
-    if weighting != "min-snr":
-        raise UserError(f"Unknown loss weighting '{weighting}'; choose one of: {', '.join(WEIGHTINGS)}.")
     clipped = snr.clamp(max=gamma)
     return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction]
 

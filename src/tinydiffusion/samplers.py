@@ -12,12 +12,14 @@ One network evaluation per step, except heun: 2 per step and 1 on the last, 2K -
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from .errors import UserError
 from .process import q_posterior_skip
-from .timesteps import SPACINGS, make_timesteps  # noqa: F401  (re-exported: samplers and spacings go together)
+from .registry import Registry
 
 
 def _alpha_bar(schedule, t: int) -> float:
@@ -211,16 +213,36 @@ def sample_heun(denoiser, x_T, timesteps, *, cond=None, generator=None, callback
     return x_tilde
 
 
-SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpm++2m": sample_dpmpp_2m, "dpm++2m-sde": sample_dpmpp_2m_sde,
-            "dpm++3m": sample_dpmpp_3m, "heun": sample_heun}
+@dataclass(frozen=True)
+class SamplerEntry:
+    """A registered sampler: the function, the SampleConfig fields it takes as options, and its network
+    evaluations for a given number of time steps."""
+
+    fn: Callable
+    options: tuple[str, ...] = ()
+    evaluations: Callable[[int], int] = lambda steps: steps
+
+
+SAMPLERS = Registry("sampler", " (see `tinydiffusion list samplers`)")
+SAMPLERS.add("ddpm", SamplerEntry(sample_ddpm, ("variance",)), "ancestral sampling, Ho et al. 2020 Algorithm 2")
+SAMPLERS.add("ddim", SamplerEntry(sample_ddim, ("eta",)), "DDIM, Song et al. 2021: deterministic at eta = 0")
+SAMPLERS.add("dpm++2m", SamplerEntry(sample_dpmpp_2m), "DPM-Solver++(2M), Lu et al. 2022: 2nd-order multistep ODE")
+SAMPLERS.add("dpm++2m-sde", SamplerEntry(sample_dpmpp_2m_sde), "DPM-Solver++(2M) SDE: fresh noise every step")
+SAMPLERS.add("dpm++3m", SamplerEntry(sample_dpmpp_3m), "DPM-Solver++(3M): 3rd-order multistep ODE")
+SAMPLERS.add("heun", SamplerEntry(sample_heun, evaluations=lambda steps: 2 * steps - 1),
+             "Heun's 2nd-order ODE method, Karras et al. 2022 Algorithm 1 (2 evaluations per step)")
 
 
 def get_sampler(name: str):
-    if name not in SAMPLERS:
-        raise UserError(f"Unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}.")
-    return SAMPLERS[name]
+    """The sampler function of a registered name."""
+    return SAMPLERS.get(name).fn
+
+
+def sampler_options(name: str, sample_cfg) -> dict:
+    """The options a sampler declares, read from a SampleConfig (e.g. {"eta": 0.0} for ddim)."""
+    return {k: getattr(sample_cfg, k) for k in SAMPLERS.get(name).options}
 
 
 def nfe(sampler: str, steps: int) -> int:
     """Network evaluations of `sampler` over `steps` time steps (heun: 2 per step, 1 on the last)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    return SAMPLERS.get(sampler).evaluations(steps)

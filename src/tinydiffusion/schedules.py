@@ -1,8 +1,7 @@
 """Noise schedules: beta_t and every table derived from it, in float64.
 
 Discrete time t is an integer in {0..T-1}; t = 0 is the least noisy step, alpha_bar[0] = 1 - beta[0].
-Continuous time s in [0, 1] (0 = data, 1 = noise) is s = (t + 1) / T; `continuous_time` is the one place
-that converts.
+Continuous time in [0, 1] (0 = data, 1 = noise) is (t + 1) / T; `continuous_time` is the one place that converts.
 """
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from functools import cached_property
 import torch
 
 from .errors import UserError
+from .registry import Registry
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -22,15 +22,18 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> to
     return torch.linspace(beta_start * scale, beta_end * scale, T, dtype=torch.float64).clamp(max=0.999)
 
 
-def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """Cosine schedule, Nichol & Dhariwal 2021 eq. 17: alpha_bar(t) = f(t)/f(0), f = cos^2((t/T + s)/(1 + s) * pi/2)."""
+def cosine_betas(T: int, offset: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Cosine schedule, Nichol & Dhariwal 2021 eq. 17: alpha_bar(t) = f(t)/f(0), f = cos^2((t/T + o)/(1 + o) * pi/2),
+    with the paper's offset o = s = 0.008 so that beta near t = 0 is not too small."""
     steps = torch.arange(T + 1, dtype=torch.float64) / T
-    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
     alpha_bar = f / f[0]  # (T+1,), alpha_bar at the boundaries 0, 1/T, ..., 1
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
 
-SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
+SCHEDULES = Registry("schedule")
+SCHEDULES.add("linear", linear_betas)
+SCHEDULES.add("cosine", cosine_betas)
 
 
 def continuous_time(t: torch.Tensor, T: int) -> torch.Tensor:
@@ -98,11 +101,10 @@ class Schedule:
 
 def make_schedule(name: str, T: int = 1000) -> Schedule:
     """The named schedule with T steps."""
-    if name not in SCHEDULES:
-        raise UserError(f"Unknown schedule '{name}'; choose one of: {', '.join(SCHEDULES)}.")
+    betas = SCHEDULES.get(name)
     if T < 2:
         raise UserError(f"A schedule needs at least 2 steps, got T={T}.")
-    return Schedule(SCHEDULES[name](T))
+    return Schedule(betas(T))
 
 
 def gather(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

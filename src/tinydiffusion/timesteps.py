@@ -22,9 +22,15 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .registry import Registry
 from .schedules import Schedule
 
-SPACINGS = ("uniform", "trailing", "quadratic", "karras", "logsnr")
+SPACINGS = Registry("time-step spacing")
+SPACINGS.add("uniform", text="even in t, from T-1 to 0")
+SPACINGS.add("trailing", text="even in t, T/steps apart, anchored at T (Lin et al. 2024, table 2)")
+SPACINGS.add("quadratic", text="t = (T-1) u^2: dense near the data (Song et al. 2021, D.2)")
+SPACINGS.add("karras", text="sigma^(1/7) even (Karras et al. 2022, eq. 5)")
+SPACINGS.add("logsnr", text="log-SNR even (Lu et al. 2022, sec. 3.3)")
 KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5 and table 1
 
 
@@ -57,8 +63,7 @@ def make_timesteps(schedule: Schedule | int, steps: int, spacing: str = "uniform
     T = schedule if isinstance(schedule, int) else schedule.T
     if not 1 <= steps <= T:
         raise UserError(f"--steps must be between 1 and T={T}, got {steps}.")
-    if spacing not in SPACINGS:
-        raise UserError(f"Unknown time-step spacing '{spacing}'; choose one of: {', '.join(SPACINGS)}.")
+    SPACINGS.check(spacing)
     u = np.linspace(1.0, 0.0, steps)  # (steps,) from the noise end (1) to the data end (0)
     if spacing == "uniform":
         ts = (T - 1) * u

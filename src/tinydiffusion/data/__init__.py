@@ -6,23 +6,42 @@ images to data.image_size / data.channels. Nothing downloads: each loader says w
 """
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import UserError
+from ..registry import Registry
 from .cifar import load_cifar10
 from .core import (Batches, ImageDataset, conform, convert_channels, resize_center_crop, restricted_load,
                    to_model_range, to_unit_range)
 from .files import load_folder, load_npz
 from .idx import load_fashion, load_idx, read_idx
 from .mnist import load_mnist, mnist_pickle_path, read_mnist_pickle
+from .samples import load_samples, write_samples
 
 __all__ = ["DATASETS", "Batches", "ImageDataset", "load_dataset", "resolve", "restricted_load", "to_model_range",
            "to_unit_range", "conform", "convert_channels", "resize_center_crop", "read_idx", "mnist_pickle_path",
-           "read_mnist_pickle"]
+           "read_mnist_pickle", "load_samples", "write_samples"]
 
-DATASETS = {"mnist": load_mnist, "fashion": load_fashion, "cifar10": load_cifar10, "idx": load_idx,
-            "folder": load_folder, "npz": load_npz}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A loader(split, path) -> ImageDataset; `fits_as_it_decodes`: it also takes image_size and channels and
+    fits each image while decoding (image folders), instead of conform() fitting the decoded set."""
+
+    loader: Callable
+    fits_as_it_decodes: bool = False
+
+
+DATASETS = Registry("dataset", ", or give the path of an image folder or .npz file")
+DATASETS.add("mnist", DatasetEntry(load_mnist), load_mnist.__doc__.splitlines()[0])
+DATASETS.add("fashion", DatasetEntry(load_fashion), load_fashion.__doc__.splitlines()[0])
+DATASETS.add("cifar10", DatasetEntry(load_cifar10), load_cifar10.__doc__.splitlines()[0])
+DATASETS.add("idx", DatasetEntry(load_idx), load_idx.__doc__.splitlines()[0])
+DATASETS.add("folder", DatasetEntry(load_folder, fits_as_it_decodes=True), load_folder.__doc__.splitlines()[0])
+DATASETS.add("npz", DatasetEntry(load_npz), load_npz.__doc__.splitlines()[0])
 
 
 def resolve(name: str, path: str = "") -> tuple[str, str]:
@@ -31,9 +50,10 @@ def resolve(name: str, path: str = "") -> tuple[str, str]:
         return name, path
     p = Path(name).expanduser()
     if not p.exists():
-        what = f"{name} does not exist" if ("/" in name or "." in name) else f"Unknown dataset '{name}'"
-        raise UserError(f"{what}; choose one of: {', '.join(DATASETS)}, or give the path of an image folder "
-                        "or .npz file.")
+        if "/" not in name and "." not in name:
+            DATASETS.get(name)  # the unknown name's sentence
+        raise UserError(f"{name} does not exist; choose one of: {', '.join(DATASETS)}, or give the path of an "
+                        "image folder or .npz file.")
     if path:
         raise UserError(f"data.name is already a path ({name}) and data.path is set too ({path}); give one of them.")
     if p.is_file():
@@ -60,10 +80,9 @@ def load_dataset(name: str, split: str = "train", path: str = "", *, image_size:
     if split not in ("train", "test"):
         raise UserError(f"Unknown split '{split}'; choose train or test.")
     name, path = resolve(name, path)
-    loader = DATASETS[name]
-    params = inspect.signature(loader).parameters  # loaders that decode files fit sizes as they decode
-    options = {k: v for k, v in dict(image_size=image_size, channels=channels).items() if k in params}
-    ds = loader(split=split, path=path, **options)
+    entry = DATASETS.get(name)
+    options = dict(image_size=image_size, channels=channels) if entry.fits_as_it_decodes else {}
+    ds = entry.loader(split=split, path=path, **options)
     if len(ds) == 0:
         raise UserError(f"Dataset '{name}' ({split}) has no images.")
     return conform(ds, image_size, channels)

@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import importlib
 
-# name -> (module under tinydiffusion.experiments, one-line description)
-EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "guidance": ("guidance", "classifier-free guidance sweep on a conditional run: label accuracy, diversity, saturation per w"),
-    "timing": ("timing", "one training step vs generating 64 images with the full chain, measured and extrapolated"),
-    "schedules": ("schedules", "linear vs cosine schedule, same training budget: samples and the project metric"),
-    "timesteps": ("timesteps", "T = 1000, 500, 200 with the same training budget: samples and the project metric"),
-    "vae-vs-ddpm": ("vae_vs_ddpm", "a convolutional VAE vs DDPM, same data and budget: quality, sharpness, ms/image"),
-    "seed-checkpoints": ("seed_checkpoints", "the lesson's three checkpoints (forward process, loss, samples), PASS/FAIL"),
-    "nfe": ("nfe", "quality vs number of function evaluations for each sampler"),
-}
+from ..registry import Registry
+
+# name -> the module under tinydiffusion.experiments (imported when the experiment runs)
+EXPERIMENTS = Registry("experiment")
+EXPERIMENTS.add("guidance", "guidance",
+                "classifier-free guidance sweep on a conditional run: label accuracy, diversity, saturation per w")
+EXPERIMENTS.add("timing", "timing",
+                "one training step vs generating 64 images with the full chain, measured and extrapolated")
+EXPERIMENTS.add("schedules", "schedules",
+                "linear vs cosine schedule, same training budget: samples and the project metric")
+EXPERIMENTS.add("timesteps", "timesteps",
+                "T = 1000, 500, 200 with the same training budget: samples and the project metric")
+EXPERIMENTS.add("vae-vs-ddpm", "vae_vs_ddpm",
+                "a convolutional VAE vs DDPM, same data and budget: quality, sharpness, ms/image")
+EXPERIMENTS.add("seed-checkpoints", "seed_checkpoints",
+                "the lesson's three checkpoints (forward process, loss, samples), PASS/FAIL")
+EXPERIMENTS.add("nfe", "nfe", "quality vs number of function evaluations for each sampler")
 
 
 def load(name: str):
     """The module of experiment `name`."""
-    return importlib.import_module(f"{__name__}.{EXPERIMENTS[name][0]}")
+    return importlib.import_module(f"{__name__}.{EXPERIMENTS.get(name)}")

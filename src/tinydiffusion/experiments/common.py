@@ -8,12 +8,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CONFIG, load_run
+from ..checkpoint import CONFIG
+from ..conditioning import Cond
 from ..config import Config, apply_overrides, get_preset
 from ..data import load_dataset, to_model_range, to_unit_range
 from ..errors import UserError
-from ..generate import generate
-from ..viz import save_grid
+from ..generate import denoiser_for, generate
+from ..runs import load_run
+from ..viz.grids import save_grid
 
 METRIC_KEYS = ("fd_classifier", "precision", "recall", "class_entropy")
 
@@ -61,7 +63,7 @@ def variant_config(args, overrides: list[str] = ()) -> Config:
 def train_variant(args, cfg: Config, run_dir: Path) -> dict:
     """Train cfg into run_dir (or reuse it with --reuse). Returns steps, minutes, epochs and the last logged loss."""
     from ..train import train
-    from ..viz_curves import read_metrics
+    from ..viz.curves import read_metrics
 
     if (run_dir / CONFIG).exists():
         if not args.reuse:
@@ -85,10 +87,10 @@ def sample_timed(run_dir: Path, n: int, steps: int | None, seed: int, device: st
     steps = min(steps or cfg.sample.steps, schedule.T)
     sample_cfg = replace(cfg.sample, steps=steps)
     k = int(meta.get("num_classes", 0))
-    cond = torch.arange(n) % k if k else None  # conditional runs: classes in turn
+    cond = Cond(labels=torch.arange(n) % k) if k else None  # conditional runs: classes in turn
     start = time.perf_counter()
-    x = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, n, tuple(meta["shape"]),
-                 generator=torch.Generator().manual_seed(seed), device=dev, cond=cond,
+    x = generate(denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg), sample_cfg, n,
+                 tuple(meta["shape"]), generator=torch.Generator().manual_seed(seed), device=dev, cond=cond,
                  bf16=use_bf16(cfg.train.precision, dev))
     return x, (time.perf_counter() - start) / n * 1000, steps
 
@@ -96,7 +98,7 @@ def sample_timed(run_dir: Path, n: int, steps: int | None, seed: int, device: st
 def project_metric(images01: torch.Tensor, dataset: str = "mnist") -> dict:
     """The project's sample-quality numbers (fd_classifier lower is better; precision, recall, class_entropy)."""
     try:
-        from ..evaluate import evaluate_samples
+        from ..eval.evaluate import evaluate_samples
     except ImportError:
         raise UserError("This experiment needs the project metric (tinydiffusion.evaluate), which this install "
                         "lacks; update tinydiffusion.") from None

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_run
 from ..data import load_dataset, to_unit_range
 from ..errors import UserError
-from ..generate import conditioning, generate, save_labelled_grid
-from ..viz import hstack, save_png, titled
+from ..generate import denoiser_for, generate
+from ..runs import conditioning, load_run
+from ..viz.grids import hstack, save_labelled_grid, save_png, titled
 from .report import table, write_report
 
 EXTREME = 1 / 255  # a pixel within one 8-bit level of black or white counts as saturated
@@ -54,7 +54,7 @@ def saturation(images01: torch.Tensor) -> dict:
 
 
 def run(args) -> Path:
-    from ..evaluate import evaluate_samples  # lazy: it loads (or trains once) the project's classifier
+    from ..eval.evaluate import evaluate_samples  # lazy: it loads (or trains once) the project's classifier
     from ..device import resolve_device, use_bf16
 
     try:
@@ -79,15 +79,16 @@ def run(args) -> Path:
     grids = []
     for w in weights:
         g = torch.Generator().manual_seed(args.seed)  # the same noise for every w: a paired comparison
-        x = generate(net, schedule, sample_cfg, cfg.diffusion.prediction, len(labels), tuple(meta["shape"]),
-                     batch_size=args.batch_size, generator=g, device=device, cond=cond, guidance=w,
-                     guidance_rescale=args.rescale if w > 1 else 0.0, bf16=use_bf16(cfg.train.precision, device))
+        denoiser = denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg, guidance=w,
+                                guidance_rescale=args.rescale if w > 1 else 0.0)
+        x = generate(denoiser, sample_cfg, len(labels), tuple(meta["shape"]), batch_size=args.batch_size,
+                     generator=g, device=device, cond=cond, bf16=use_bf16(cfg.train.precision, device))
         x01 = to_unit_range(x)
         scores = evaluate_samples(x01, labels, dataset=meta.get("dataset", "mnist"))
         rows.append(dict(w=f"{w:g}", **{m: scores[m] for m in ("label_accuracy", "fd_classifier", "precision", "recall")
                                  if m in scores},
                          diversity=diversity(x01, labels) / real_div, **saturation(x01)))
-        show = x.reshape(k, args.n_per_class, *x.shape[1:])[:, :8].reshape(-1, *x.shape[1:])  # 8 per class
+        show = x01.reshape(k, args.n_per_class, *x.shape[1:])[:, :8].reshape(-1, *x.shape[1:])  # 8 per class
         name = f"grid_w{w:g}.png"
         save_labelled_grid(show, out / name, [str(c) for c in range(k)])
         grids.append((w, name))

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_run
 from ..data import to_unit_range
 from ..device import use_bf16
 from ..errors import UserError
-from ..generate import generate
-from ..plot import line_plot
+from ..generate import denoiser_for, generate
+from ..runs import load_run
 from ..samplers import SAMPLERS, get_sampler
+from ..viz.plot import line_plot
 from ..timesteps import SPACINGS
 from .report import table, write_report
 
@@ -52,9 +52,9 @@ class CountingNet:
     def __init__(self, net):
         self.net, self.calls = net, 0
 
-    def __call__(self, x, s, cond=None):
+    def __call__(self, x, t, cond=None):
         self.calls += 1
-        return self.net(x, s, cond)
+        return self.net(x, t, cond)
 
     def __getattr__(self, name):  # num_classes and the like, for code that asks the net
         return getattr(self.net, name)
@@ -84,9 +84,9 @@ def sample_setting(net, schedule, cfg, meta, sample_cfg, n: int, seed: int, batc
     """(images in [-1, 1], seconds, NFE per image) for one sampler setting; the same seed gives the same x_T."""
     counted = CountingNet(net)
     start = time.perf_counter()
-    images = generate(counted, schedule, sample_cfg, cfg.diffusion.prediction, n, tuple(meta["shape"]),
-                      batch_size=batch_size, generator=torch.Generator().manual_seed(seed), device=dev,
-                      bf16=use_bf16(cfg.train.precision, dev))
+    images = generate(denoiser_for(counted, schedule, cfg.diffusion.prediction, sample_cfg), sample_cfg, n,
+                      tuple(meta["shape"]), batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
+                      device=dev, bf16=use_bf16(cfg.train.precision, dev))
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return images, time.perf_counter() - start, counted.calls / math.ceil(n / batch_size)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import write_text
+from ..io import write_text
 from ..device import native_bf16
 
 

@@ -13,14 +13,14 @@ import torch
 
 from . import common
 from .report import table, write_report
-from ..checkpoint import load_run
 from ..config import load_config
 from ..data import to_unit_range
 from ..errors import UserError
 from ..process import q_sample
+from ..runs import load_run
 from ..schedules import make_schedule
-from ..viz import save_png
-from ..viz_curves import LESSON_BAND, lesson_scale, loss_curve_figure, read_metrics
+from ..viz.grids import save_png
+from ..viz.curves import LESSON_BAND, lesson_scale, loss_curve_figure, read_metrics
 
 # Thresholds (written into the report): generous enough for a correct implementation, tight enough to catch a bug.
 T0_MAX_ABS = 0.05  # |x_0 - x0| at t = 0; sqrt(1 - alpha_bar_0) = 0.01 for the linear schedule

@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 
 from .report import table, write_report
-from ..checkpoint import load_run
+from ..conditioning import Cond
 from ..data import load_dataset, to_model_range
 from ..errors import UserError
-from ..generate import generate
+from ..generate import denoiser_for, generate
 from ..models import count_parameters
 from ..objectives import diffusion_loss
 from ..device import autocast, resolve_device, use_bf16
+from ..runs import load_run
 
 BIG_SIDE, BIG_PARAMS = 512, 860e6  # the lesson's comparison: 512 x 512 images, an ~860M-parameter U-Net
 
@@ -86,14 +87,14 @@ def run(args) -> Path:
     net.eval()
     sample_cfg = replace(cfg.sample, steps=steps)
     k = int(meta.get("num_classes", 0))
-    cond = torch.arange(args.n) % k if k else None
+    cond = Cond(labels=torch.arange(args.n) % k) if k else None
     g = torch.Generator().manual_seed(args.seed)
-    generate(net, schedule, replace(sample_cfg, steps=1), cfg.diffusion.prediction, min(args.n, 8), shape,
-             generator=g, device=dev, cond=None if cond is None else cond[:8], bf16=bf16)  # warm-up
+    denoiser = denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg)
+    generate(denoiser, replace(sample_cfg, steps=1), min(args.n, 8), shape, generator=g, device=dev,
+             cond=None if cond is None else cond[:8], bf16=bf16)  # warm-up
     _sync(dev)
     start = time.perf_counter()
-    generate(net, schedule, sample_cfg, cfg.diffusion.prediction, args.n, shape, batch_size=args.n,
-             generator=g, device=dev, cond=cond, bf16=bf16)
+    generate(denoiser, sample_cfg, args.n, shape, batch_size=args.n, generator=g, device=dev, cond=cond, bf16=bf16)
     _sync(dev)
     gen_s = time.perf_counter() - start
 

@@ -11,7 +11,8 @@ import torch
 from . import common
 from .report import table, write_report
 from ..data import load_dataset, to_unit_range
-from ..models.vae import ConvVAE, train_vae
+from ..models.vae import ConvVAE
+from ..train.vae import train_vae
 from ..device import resolve_device
 
 

@@ -1,4 +1,4 @@
-"""Registry of denoisers. Every model is net(x, s, cond=None) -> tensor shaped like x."""
+"""Registry of denoisers. Every model is net(x, t, cond=None) -> tensor shaped like x (t: continuous time)."""
 from __future__ import annotations
 
 import inspect
@@ -7,38 +7,34 @@ from functools import partial
 import torch.nn as nn
 
 from ..errors import UserError
+from ..registry import Registry
 from .seed_unet import SeedUNet
 from .unet import UNet
 
 # name -> constructor taking (in_channels, image_size, num_classes, **overrides)
-MODELS = {
-    "seed-unet": lambda in_channels, image_size, num_classes=0, **kw: SeedUNet(in_channels, **kw),
-    "unet-small": partial(UNet, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1),
-    "unet-patch": partial(UNet, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, patch_size=2),
-    "unet": partial(UNet, channels=64, channel_mult=(1, 2, 2), num_res_blocks=2),
-    "unet-large": partial(UNet, channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, dropout=0.1),
-}
-
-DESCRIPTIONS = {
-    "seed-unet": "the lesson's minimal Conv-BN-ReLU U-Net (~1.8M params), 28x28 only",
-    "unet-small": "improved U-Net, 32 channels, 1 block per level (~1M params)",
-    "unet-patch": "improved U-Net on 2x2 patches (28 px -> 14, 7, 4), 32 channels, 1 block per level (1.1M): "
-                  "the CPU preset's net, ~3x the img/s of unet-small",
-    "unet": "improved U-Net, 64 channels x (1,2,2), 2 blocks per level, attention at 7/8 px",
-    "unet-large": "improved U-Net, 128 channels x (1,2,2,2), dropout 0.1 (for GPUs, 32x32 colour)",
-}
+MODELS = Registry("model", " (see `tinydiffusion list models`)")
+MODELS.add("seed-unet", lambda in_channels, image_size, num_classes=0, **kw: SeedUNet(in_channels, **kw),
+           "the lesson's minimal Conv-BN-ReLU U-Net (~1.8M params), 28x28 only")
+MODELS.add("unet-small", partial(UNet, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1),
+           "improved U-Net, 32 channels, 1 block per level (~1M params)")
+MODELS.add("unet-patch", partial(UNet, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, patch_size=2),
+           "improved U-Net on 2x2 patches (28 px -> 14, 7, 4), 32 channels, 1 block per level (1.1M): "
+           "the CPU preset's net, ~3x the img/s of unet-small")
+MODELS.add("unet", partial(UNet, channels=64, channel_mult=(1, 2, 2), num_res_blocks=2),
+           "improved U-Net, 64 channels x (1,2,2), 2 blocks per level, attention at 7/8 px")
+MODELS.add("unet-large", partial(UNet, channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, dropout=0.1),
+           "improved U-Net, 128 channels x (1,2,2,2), dropout 0.1 (for GPUs, 32x32 colour)")
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int = 0, **overrides) -> nn.Module:
     """The named denoiser for images of shape (in_channels, image_size, image_size)."""
-    if name not in MODELS:
-        raise UserError(f"Unknown model '{name}'; choose one of: {', '.join(MODELS)}.")
+    constructor = MODELS.get(name)
     if name == "seed-unet" and image_size != 28:
         raise UserError("seed-unet works on 28x28 images only; choose 'unet' for other sizes.")
     if name != "seed-unet":
         overrides.setdefault("attention_resolutions", _lowest_resolution(image_size, overrides, name))
     try:
-        return MODELS[name](in_channels=in_channels, image_size=image_size, num_classes=num_classes, **overrides)
+        return constructor(in_channels=in_channels, image_size=image_size, num_classes=num_classes, **overrides)
     except TypeError as e:
         raise UserError(f"Bad option for model '{name}': {e}.") from None
 

@@ -1,35 +1,35 @@
 """Building blocks shared by the denoisers: time embedding, residual block, self- and cross-attention,
-resampling, and the Context that carries text conditioning."""
+resampling."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..registry import Registry
 
 
-def timestep_embedding(s: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding (Vaswani et al. 2017; Ho et al. 2020 appendix B) of continuous time s in [0, 1],
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding (Vaswani et al. 2017; Ho et al. 2020 appendix B) of continuous time t in [0, 1],
     scaled by 1000 so that it matches the usual embedding of integer steps. (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=s.device, dtype=torch.float32) / half)
-    args = 1000.0 * s.float()[:, None] * freqs[None]  # (B, half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000.0 * t.float()[:, None] * freqs[None]  # (B, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+NORMS = Registry("norm")
+NORMS.add("group", lambda channels: nn.GroupNorm(math.gcd(min(32, max(1, channels // 4)), channels), channels),
+          "GroupNorm with at least 4 channels per group")
+NORMS.add("none", lambda channels: nn.Identity(), "no normalisation (faster, less stable)")
 
 
 def norm(kind: str, channels: int) -> nn.Module:
     """GroupNorm with at least 4 channels per group (DDPM: 32 groups of 128 channels; the lesson: 8 groups of
     32-64), or nothing ('none') where speed matters more. One channel per group would be instance norm, which
     discards each image's per-channel brightness and gives blobby, grey-background samples in small nets."""
-    if kind == "group":
-        return nn.GroupNorm(math.gcd(min(32, max(1, channels // 4)), channels), channels)
-    if kind == "none":
-        return nn.Identity()
-    raise UserError(f"Unknown norm '{kind}'; choose group or none.")
+    return NORMS.get(kind)(channels)
 
 
 class ResBlock(nn.Module):
@@ -80,48 +80,6 @@ class SelfAttention(nn.Module):
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
         h = h.transpose(-1, -2).reshape(B, C, H, W)
         return x + self.proj(h)
-
-
-@dataclass(frozen=True, eq=False)
-class Context:
-    """Text conditioning: per-token states (B, L, D) and a key mask (B, L), True = a real token.
-
-    A row with no True in its mask is the null context (the empty prompt): cross-attention then sees only
-    the model's learned null token. It slices and moves like a tensor, so samplers and batching pass it on.
-    """
-
-    tokens: torch.Tensor
-    mask: torch.Tensor
-
-    def __post_init__(self):
-        if self.tokens.dim() != 3 or self.tokens.shape[:2] != self.mask.shape:
-            raise ValueError(f"Context needs tokens (B, L, D) and mask (B, L); got {tuple(self.tokens.shape)} "
-                             f"and {tuple(self.mask.shape)}.")
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-    def __getitem__(self, index) -> "Context":
-        return Context(self.tokens[index], self.mask[index])
-
-    def to(self, device) -> "Context":
-        return Context(self.tokens.to(device), self.mask.to(device))
-
-    def masked(self) -> "Context":
-        """Zero the states of masked positions, so padding and dropped prompts carry nothing."""
-        return Context(self.tokens * self.mask[..., None], self.mask)
-
-    def null(self) -> "Context":
-        """The null context for the same batch size: no tokens."""
-        return Context(self.tokens[:, :0], self.mask[:, :0])
-
-    @staticmethod
-    def cat(*parts: "Context") -> "Context":
-        """Concatenate along the batch, padding each to the longest token length with masked zeros."""
-        L = max(p.tokens.shape[1] for p in parts)
-        tokens = [F.pad(p.tokens, (0, 0, 0, L - p.tokens.shape[1])) for p in parts]  # (B, l, D) -> (B, L, D)
-        masks = [F.pad(p.mask, (0, L - p.mask.shape[1]), value=False) for p in parts]
-        return Context(torch.cat(tokens), torch.cat(masks))
 
 
 class CrossAttention(nn.Module):

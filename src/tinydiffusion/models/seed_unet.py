@@ -26,12 +26,12 @@ class SeedUNet(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(64, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
                                   nn.Conv2d(32, in_channels, 1))
 
-    def forward(self, x: torch.Tensor, s: torch.Tensor, cond=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         e1 = self.enc1(x)  # (B, 32, 28, 28)
         e2 = self.enc2(self.pool(e1))  # (B, 64, 14, 14)
         e3 = self.enc3(self.pool(e2))  # (B, 128, 7, 7)
         b = self.bottleneck(e3)  # (B, 256, 7, 7)
-        t_emb = self.time_mlp(s.float()[:, None])  # (B,) -> (B, 128); s is the lesson's t/T
+        t_emb = self.time_mlp(t.float()[:, None])  # (B,) -> (B, 128); t is continuous time, the lesson's t/T
         b = torch.cat([b[:, :128] + t_emb[:, :, None, None], b[:, 128:]], dim=1)
         d1 = self.dec1(torch.cat([self.up1(b), e2], dim=1))  # (B, 128, 14, 14)
         d2 = self.dec2(torch.cat([self.up2(d1), e1], dim=1))  # (B, 64, 28, 28)

@@ -9,14 +9,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .layers import (Context, CrossAttention, Downsample, ResBlock, SelfAttention, Upsample, norm,
+from .layers import (CrossAttention, Downsample, ResBlock, SelfAttention, Upsample, norm,
                      timestep_embedding)
 
 
 class UNet(nn.Module):
-    """net(x, s, cond=None) -> eps/x0/v shaped like x. s: (B,) continuous time. cond: (B,) class labels for a
-    class model (the null label `num_classes`, or cond=None, means unconditional), or a Context of token
-    states for a text model (context_dim > 0; cond=None or a row without tokens means unconditional).
+    """net(x, t, cond=None) -> eps/x0/v shaped like x. t: (B,) continuous time in [0, 1]. cond: a Cond with class
+    labels for a class model (NULL_LABEL, or cond=None, means unconditional), or with token states for a text
+    model (context_dim > 0; cond=None or a row without tokens means unconditional).
 
     The text null is a learned token that every cross-attention always sees next to the prompt's tokens,
     so an empty prompt (no tokens) is well defined and is the unconditional branch; cross-attention goes at
@@ -97,34 +97,43 @@ class UNet(nn.Module):
         """(states (B, 1 + L, D), mask (B, 1 + L)): the learned null token first, always attended to."""
         if not self.context_dim:
             return None
-        if cond is None:
-            cond = Context(torch.zeros(B, 0, self.context_dim, device=device), torch.zeros(B, 0, dtype=torch.bool,
-                                                                                         device=device))
-        if not isinstance(cond, Context) or cond.tokens.shape[-1] != self.context_dim:
-            raise UserError(f"This text model needs a Context of {self.context_dim}-d token states as cond "
-                            "(encode the prompt with tinydiffusion.text_encoder).")
-        tokens = torch.cat([self.null_token.expand(B, 1, -1).to(cond.tokens.dtype), cond.tokens], dim=1)
-        mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=device), cond.mask.bool()], dim=1)
+        tokens = None if cond is None else cond.tokens
+        if tokens is None and cond is not None and cond.labels is not None:
+            raise UserError("This text model reads prompts, not class labels; give it a prompt's token states.")
+        if tokens is None:  # unconditional: no tokens besides the null token
+            tokens, mask = torch.zeros(B, 0, self.context_dim, device=device), torch.zeros(B, 0, dtype=torch.bool,
+                                                                                           device=device)
+        elif tokens.shape[-1] != self.context_dim:
+            raise UserError(f"This text model needs {self.context_dim}-d token states as cond "
+                            "(encode the prompt with tinydiffusion.conditioning.text_encoder).")
+        else:
+            mask = cond.mask
+        tokens = torch.cat([self.null_token.expand(B, 1, -1).to(tokens.dtype), tokens], dim=1)
+        mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=device), mask.bool()], dim=1)
         return self.context_norm(tokens), mask
 
-    def embed(self, s: torch.Tensor, cond) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(s, self.emb_channels))  # (B, 4C)
+    def embed(self, t: torch.Tensor, cond) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.emb_channels))  # (B, 4C)
         if self.label_emb is not None:
-            if isinstance(cond, Context):
+            labels = None if cond is None else cond.labels
+            if labels is None and cond is not None and cond.tokens is not None:
                 raise UserError("This model is class-conditional; give it class labels, not a text prompt.")
-            labels = torch.full_like(s, self.num_classes, dtype=torch.long) if cond is None else cond.long()
-            emb = emb + self.label_emb(labels)
-        if self.context_dim and cond is not None:
-            mask = cond.mask[..., None].to(cond.tokens.dtype)  # (B, L, 1)
-            pooled = (cond.tokens * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, L, D) -> (B, D); null -> 0
+            if labels is None:
+                labels = torch.full_like(t, self.num_classes, dtype=torch.long)
+            labels = labels.long()
+            emb = emb + self.label_emb(labels.where(labels >= 0, self.num_classes))  # NULL_LABEL -> the null row
+        tokens = None if cond is None else cond.tokens
+        if self.context_dim and tokens is not None:
+            mask = cond.mask[..., None].to(tokens.dtype)  # (B, L, 1)
+            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, L, D) -> (B, D); null -> 0
             emb = emb + self.pooled_emb(pooled)
         elif self.context_dim:
             emb = emb + self.pooled_emb.bias  # the pooled null prompt is the zero vector
         return emb
 
-    def forward(self, x: torch.Tensor, s: torch.Tensor, cond=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         ctx = self.context(cond, x.shape[0], x.device)
-        emb = self.embed(s, cond)
+        emb = self.embed(t, cond)
         h = self.conv_in(F.pixel_unshuffle(x, self.patch_size))  # (B, C, H, W) -> (B, C p^2, H/p, W/p)
         skips = [h]
         for layer in self.down:

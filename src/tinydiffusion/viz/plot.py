@@ -8,7 +8,7 @@ from typing import Sequence
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from .checkpoint import atomic_write
+from ..io import atomic_write
 
 # Colour-blind-safe palette (Okabe & Ito 2008), then greys.
 COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#777777"]

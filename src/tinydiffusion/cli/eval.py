@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
+from .common import add_sampling_args
 
 
 def add_eval(sub):
-    from .evaluate import METRICS
+    from ..eval.evaluate import METRICS
 
     p = sub.add_parser("eval", help="sample-quality metrics (fd_classifier, precision, recall, ...) of samples "
                                     "or a run")
@@ -24,19 +25,17 @@ def add_eval(sub):
     p.add_argument("--train-classifier", action="store_true",
                    help="(re)train the dataset's feature classifier into the cache, then evaluate if asked to")
     p.add_argument("--epochs", type=float, default=2, help="classifier training epochs (with --train-classifier)")
-    from .cli import add_sampling_args  # lazy: cli imports this module
-
     add_sampling_args(p.add_argument_group("with --run"), n=1000, n_help="number of samples to draw")
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args):
-    from .features import train_classifier
+    from ..eval.features import train_classifier
 
     metrics = tuple(args.metrics.split(",")) if args.metrics else None
     dataset = args.dataset
     if args.run is not None:
-        from .checkpoint import load_meta
+        from ..checkpoint import load_meta
 
         run_dataset = load_meta(args.run).get("dataset", "mnist")
         if dataset and dataset != run_dataset:
@@ -57,22 +56,23 @@ def run_eval(args):
         raise UserError("Give --samples FILE, --run DIR, or --train-classifier.")
     print_table(report)
     if args.json:
-        from .checkpoint import write_text
+        from ..io import write_text
 
         write_text(args.json, json.dumps(report, indent=2))
         print(f"wrote {args.json}")
 
 
 def _evaluate_file(path: Path, dataset: str, metrics, inception) -> dict:
-    from .evaluate import evaluate_report, load_samples
+    from ..data import load_samples
+    from ..eval.evaluate import evaluate_report
 
     images, labels = load_samples(path)
     return {"samples": str(path), **evaluate_report(images, labels, dataset, metrics, inception=inception)}
 
 
 def _evaluate_run(args, metrics) -> dict:
-    from .evaluate import evaluate_run
-    from .device import resolve_device
+    from ..device import resolve_device
+    from ..eval.evaluate import evaluate_run
 
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be at least 1.")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def add_data(sub):
@@ -54,8 +54,8 @@ def pick(ds, n: int) -> tuple[torch.Tensor, int]:
 
 
 def run_info(args):
-    from .data import load_dataset, resolve
-    from .viz import save_grid
+    from ..data import load_dataset, resolve
+    from ..viz.grids import save_grid
 
     if args.n < 1:
         raise UserError("--n must be at least 1.")

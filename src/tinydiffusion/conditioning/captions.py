@@ -10,8 +10,8 @@ import re
 
 import torch
 
-from .errors import UserError
-from .models.layers import Context
+from ..errors import UserError
+from .cond import Cond
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # {a}: "a"/"an" for the word after it; {adjs}: "small, thick, slanted " or ""; {word}: seven; {digit}: 7.
@@ -114,7 +114,7 @@ def digit_in_prompt(prompt: str) -> int | None:
 
 
 class CaptionBank:
-    """Every caption of (label, template, thickness, slant, size) encoded once: Context (K, L, D).
+    """Every caption of (label, template, thickness, slant, size) encoded once: Cond (K, L, D).
     Row index = (((label * templates + template) * 3 + thick) * 4 + slant) * 3 + size."""
 
     SHAPE = (len(NUMBER_WORDS), len(TEMPLATES), len(THICKNESS), len(SLANT), len(SIZE))
@@ -143,14 +143,13 @@ class CaptionBank:
             row = row * n + value
         return row
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None, drop: float = 0.0) -> Context:
-        """Context for images idx; a fraction `drop` becomes the null context (classifier-free training)."""
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None, drop: float = 0.0) -> Cond:
+        """Cond for images idx; a fraction `drop` becomes the null condition (classifier-free training)."""
         ctx = self.context[self.indices(idx, generator)]
-        dropped = torch.rand(len(idx), generator=generator) < drop
-        return Context(ctx.tokens, ctx.mask & ~dropped[:, None]).masked()
+        return ctx.drop(torch.rand(len(idx), generator=generator) < drop)
 
-    def class_context(self, labels: torch.Tensor) -> Context:
-        """Context of class_prompt(label) for each label (the grids during training)."""
+    def class_context(self, labels: torch.Tensor) -> Cond:
+        """Cond of class_prompt(label) for each label (the grids during training)."""
         return self.context[self.row(labels.long(), 2)]  # template 2 (class_prompt), no attributes
 
 

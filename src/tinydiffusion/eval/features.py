@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import atomic_write, write_text
-from .data import load_dataset, to_model_range
-from .device import autocast, use_bf16
-from .errors import UserError
+from ..data import load_dataset, to_model_range
+from ..device import autocast, use_bf16
+from ..errors import UserError
+from ..io import atomic_write, write_text
+from .classifier import build_classifier, classifier_architecture
 from .metrics import gaussian_stats
-from .models.classifier import build_classifier, classifier_architecture
 
 CACHE_ENV = "TINYDIFFUSION_CACHE"
 

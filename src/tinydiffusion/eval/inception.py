@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import UserError
+from ..errors import UserError
 
 FEATURE_DIM = 2048
 

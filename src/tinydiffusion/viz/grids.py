@@ -1,4 +1,4 @@
-"""Pictures written with Pillow: image grids (the other figures live in viz_*.py modules)."""
+"""Pictures written with Pillow: image grids, labelled grids, titled pages (figures.py and curves.py build on them)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .checkpoint import atomic_write
+from ..io import atomic_write
 
 
 def grid_array(images01: torch.Tensor, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
@@ -39,6 +39,20 @@ def save_png(image: Image.Image, path: Path) -> None:
 def save_grid(images01: torch.Tensor, path: Path, nrow: int | None = None, scale: int = 2) -> None:
     """Write a grid of images in [0, 1] as an 8-bit PNG (nearest-neighbour upscaled for small images)."""
     save_png(to_pil(grid_array(images01, nrow, scale=scale)), path)
+
+
+def save_labelled_grid(images01: torch.Tensor, path: Path, row_names: list[str]) -> None:
+    """A PNG grid of images in [0, 1] with one row per name (class or prompt), the name written left of its row."""
+    per_row = len(images01) // len(row_names)
+    grid = to_pil(grid_array(images01, per_row, scale=2))
+    fnt = font(14)
+    left = int(max(fnt.getlength(n) for n in row_names)) + 12
+    page = Image.new("RGB", (grid.width + left, grid.height), "white")
+    page.paste(grid.convert("RGB"), (left, 0))
+    draw, row_h = ImageDraw.Draw(page), grid.height / len(row_names)
+    for r, name in enumerate(row_names):
+        draw.text((6, (r + 0.5) * row_h - 8), name, font=fnt, fill=(0, 0, 0))
+    save_png(page, path)
 
 
 # ------------------------------------------------------------------------------------ text and layout

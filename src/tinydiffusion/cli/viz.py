@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def _times(text: str | None) -> list[int] | None:
@@ -77,8 +77,8 @@ def _out(args) -> Path:
 
 
 def _load(args):
-    from .checkpoint import load_run
-    from .device import resolve_device
+    from ..device import resolve_device
+    from ..runs import load_run
 
     device = resolve_device(args.device)
     cfg, net, schedule, meta = load_run(args.run, use_ema=not args.raw, device=device)
@@ -86,14 +86,14 @@ def _load(args):
 
 
 def _schedules(names: str, T: int) -> dict:
-    from .schedules import make_schedule
+    from ..schedules import make_schedule
 
     return {n.strip(): make_schedule(n.strip(), T) for n in names.split(",") if n.strip()}
 
 
 def _test_digits(dataset: str, path: str, index: int, n: int, data_cfg=None):
     """n held-out test images from index on, (n, C, H, W) in [-1, 1], fitted like the run's data (data_cfg)."""
-    from .data import load_dataset, to_model_range
+    from ..data import load_dataset, to_model_range
 
     fit = {k: getattr(data_cfg, k) for k in ("image_size", "channels") if getattr(data_cfg, k, 0)}
     data = load_dataset(dataset, "test", path, **fit)
@@ -108,8 +108,8 @@ def _done(path: Path, start: float):
 
 # ------------------------------------------------------------------------------------------- commands
 def run_schedule(args):
-    from .viz import save_png
-    from .viz_curves import schedule_figure
+    from ..viz.curves import schedule_figure
+    from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
     save_png(schedule_figure(_schedules(args.schedules, args.T)), out)
@@ -119,8 +119,8 @@ def run_schedule(args):
 def run_forward(args):
     import torch
 
-    from .viz import save_png
-    from .viz_figures import LESSON_FORWARD_T, check_times, forward_figure, lesson_times
+    from ..viz.figures import LESSON_FORWARD_T, check_times, forward_figure, lesson_times
+    from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
     schedules = _schedules(args.schedules, args.T)
@@ -135,8 +135,8 @@ def run_forward(args):
 def run_diagnostic(args):
     import torch
 
-    from .viz import save_png
-    from .viz_figures import LESSON_DIAGNOSTIC_T, check_times, diagnostic_figure, lesson_times
+    from ..viz.figures import LESSON_DIAGNOSTIC_T, check_times, diagnostic_figure, lesson_times
+    from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
     cfg, net, schedule, meta, _ = _load(args)
@@ -156,9 +156,10 @@ def run_trajectory(args):
 
     import torch
 
-    from .viz import save_png
-    from .viz_figures import LESSON_TRAJECTORY_T, lesson_times, record_trajectory, sample_config_for, \
-        trajectory_gif, trajectory_strip
+    from ..conditioning import Cond
+    from ..viz.figures import (LESSON_TRAJECTORY_T, lesson_times, record_trajectory, sample_config_for,
+                               trajectory_gif, trajectory_strip)
+    from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
     gif = args.gif or out.with_suffix(".gif")
@@ -169,7 +170,7 @@ def run_trajectory(args):
     cfg, net, schedule, meta, device = _load(args)
     sample_cfg = sample_config_for(cfg.sample, args.sampler, args.steps)
     k = int(meta.get("num_classes", 0))
-    cond = torch.arange(args.n) % k if k else None  # conditional runs: one digit class per sample
+    cond = Cond(labels=torch.arange(args.n) % k) if k else None  # conditional runs: one digit class per sample
     frames, _ = record_trajectory(net, schedule, sample_cfg, cfg.diffusion.prediction, args.n, tuple(meta["shape"]),
                                   generator=torch.Generator().manual_seed(args.seed), device=device, cond=cond)
     nrow = math.ceil(math.sqrt(args.n))
@@ -184,9 +185,9 @@ def run_trajectory(args):
 def run_loss(args):
     import torch
 
-    from .config import load_config
-    from .viz import save_png
-    from .viz_curves import loss_by_t, loss_by_t_figure, loss_curve_figure, read_metrics
+    from ..config import load_config
+    from ..viz.curves import loss_by_t, loss_by_t_figure, loss_curve_figure, read_metrics
+    from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
     rows = read_metrics(args.run)

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .denoiser import Denoiser
-from .errors import UserError
-from .process import alpha_sigma, q_sample, v_from_x0_eps
-from .schedules import Schedule
-from .viz import hstack, titled
+from ..denoiser import Denoiser
+from ..errors import UserError
+from ..process import alpha_sigma, q_sample, v_from_x0_eps
+from ..schedules import Schedule
+from .grids import hstack, titled
 from .plot import COLORS, Line, Ref, line_plot_image
 
 # The lesson's landmarks for the eps-prediction MSE (COURSE_FACTS, checkpoint 2).

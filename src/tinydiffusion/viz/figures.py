@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from .checkpoint import atomic_write
-from .data import to_unit_range
-from .denoiser import Denoiser
-from .errors import UserError
-from .generate import generate
-from .process import q_sample
-from .schedules import Schedule
-from .viz import font, grid_array, titled, to_pil
+from ..data import to_unit_range
+from ..denoiser import Denoiser
+from ..errors import UserError
+from ..generate import denoiser_for, generate
+from ..io import atomic_write
+from ..process import q_sample
+from ..schedules import Schedule
+from .grids import font, grid_array, titled, to_pil
 
 LESSON_FORWARD_T = (0, 100, 250, 500, 750, 999)
 LESSON_DIAGNOSTIC_T = (100, 300, 600, 900)
@@ -141,8 +141,8 @@ def record_trajectory(net, schedule: Schedule, sample_cfg, prediction: str, n: i
         frames.append(dict(i=d["i"], t=int(d["t"]), x=d["x"].float().cpu().clamp(-1, 1),
                            x0_hat=d["x0_hat"].float().cpu().clamp(-1, 1)))
 
-    generate(net, schedule, sample_cfg, prediction, n, shape, batch_size=n, generator=generator, device=device,
-             cond=cond, callback=keep)
+    generate(denoiser_for(net, schedule, prediction, sample_cfg), sample_cfg, n, shape, batch_size=n,
+             generator=generator, device=device, cond=cond, callback=keep)
     return frames, [f["t"] for f in frames]
 
 

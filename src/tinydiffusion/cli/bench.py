@@ -5,9 +5,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]  # src/tinydiffusion/cli_bench.py -> the checkout
+REPO = Path(__file__).resolve().parents[3]  # src/tinydiffusion/cli/bench.py -> the checkout
 
 
 def add_bench(sub):

@@ -1,0 +1,46 @@
+"""The `tinydiffusion` command. It only maps flags onto configs and calls the library; errors a user can fix
+are printed as one sentence with exit code 2. One module per command, each with add_X(sub) and run_X(args)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UserError
+from .bench import add_bench
+from .data import add_data
+from .eval import add_eval
+from .experiment import add_experiment
+from .lists import add_lists
+from .sample import add_sample
+from .train import add_train
+from .viz import add_viz
+
+
+# Each entry adds one subcommand; later capabilities put theirs in their own module and list it here.
+COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval, add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinydiffusion", description="Diffusion models from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; a training run continues with `tinydiffusion train --out DIR --resume`.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
