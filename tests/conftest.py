@@ -1,7 +1,10 @@
 """Shared fixtures: tiny, fast training configurations and one tiny trained run per session."""
+import zlib
+
 import pytest
 import torch
 
+from tinydiffusion.conditioning import Cond, text_encoder
 from tinydiffusion.config import apply_overrides, get_preset
 from tinydiffusion.train import train
 
@@ -34,3 +37,43 @@ def wake(net: torch.nn.Module) -> torch.nn.Module:
         if p.dim() > 1 and not p.any():
             torch.nn.init.normal_(p, std=0.1)
     return net
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    from tinydiffusion.train import train
+
+    out = tmp_path_factory.mktemp("class_run") / "run"
+    train(tiny_config(steps=2, preset="mnist-class"), out, device="cpu", quiet=True)
+    return out
+
+
+class StubEncoder:
+    """A fast stand-in for MiniLM: each word is a fixed random 384-d vector (tests of plumbing, not language)."""
+
+    calls, vectors = 0, {}
+
+    def encode(self, prompts):
+        StubEncoder.calls += 1
+        words = [p.split() for p in prompts]
+        L = max([len(w) for w in words] + [0])
+        tokens, mask = torch.zeros(len(prompts), L, 384), torch.zeros(len(prompts), L, dtype=torch.bool)
+        for i, ws in enumerate(words):
+            for j, w in enumerate(ws):
+                if w not in self.vectors:
+                    self.vectors[w] = torch.randn(384, generator=torch.Generator().manual_seed(zlib.crc32(w.encode())))
+                tokens[i, j] = self.vectors[w]
+                mask[i, j] = True
+        return Cond(tokens=tokens, mask=mask)
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    from tinydiffusion.train import train
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(text_encoder, "get_encoder", lambda device="cpu": StubEncoder())
+    out = tmp_path_factory.mktemp("text_run") / "run"
+    train(tiny_config(steps=2, preset="mnist-text"), out, device="cpu", quiet=True)
+    yield out
+    mp.undo()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from tinydiffusion.schedules import Schedule
+from tinydiffusion.denoiser import Denoiser
+from tinydiffusion.schedules import Schedule, make_schedule
 
 
 class GaussianOracle(torch.nn.Module):
@@ -58,3 +59,19 @@ def ode_solution(schedule: Schedule, mu, std, x_T: torch.Tensor, t_from: int, t_
     x_tilde = x_T.to(torch.float64) / ab_from**0.5
     x_tilde = mu + (x_tilde - mu) * ((var + s_to**2) / (var + s_from**2)).sqrt()
     return ab_to**0.5 * x_tilde
+
+
+# The Gaussian the sampler tests use: one example of shape (C, H, W) = (1, 2, 2) under the linear schedule.
+LINEAR = make_schedule("linear", 1000)
+MU = torch.tensor([0.5, -0.3, 0.2, -0.6]).reshape(1, 2, 2)
+STD = torch.tensor([0.5, 0.7, 1.0, 0.8]).reshape(1, 2, 2)
+
+
+def denoiser(prediction="eps", schedule=LINEAR):
+    """The Denoiser of the exact Gaussian network, unclipped."""
+    return Denoiser(GaussianOracle(schedule, MU, STD, prediction), schedule, prediction, clip_x0=False)
+
+
+def noise(n, seed=0):
+    """n draws of x_T ~ N(0, I) shaped like one example."""
+    return torch.randn(n, 1, 2, 2, generator=torch.Generator().manual_seed(seed))

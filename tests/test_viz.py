@@ -1,5 +1,7 @@
 """`tinydiffusion viz ...`: every figure is written at a sensible size from a tiny run; the GIF has one frame per
 kept step; the helpers behind the figures do the right bookkeeping (lesson times, nearest steps, loss per bin)."""
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -9,6 +11,7 @@ from tinydiffusion.config import load_config
 from tinydiffusion.schedules import make_schedule
 from tinydiffusion.viz.curves import crossing, loss_by_t
 from tinydiffusion.viz.figures import LESSON_TRAJECTORY_T, lesson_times, nearest_visited
+from tinydiffusion.viz.plot import line_plot
 
 
 def png_size(path):
@@ -69,7 +72,6 @@ def test_loss_pngs(tiny_run, tmp_path):
 
 def test_loss_curve_skips_evaluation_rows(tiny_run, tmp_path):
     """`eval --run` appends {"step", "eval"} rows to metrics.jsonl; the loss figure must read past them."""
-    import json
     import shutil
 
     from tinydiffusion.viz.curves import read_metrics
@@ -116,3 +118,14 @@ def test_loss_by_t_of_a_net_that_predicts_zero_noise():
     for r in rows:
         assert r["loss"] == pytest.approx(1.0, abs=0.03)
     assert all(a["x0_mse"] < b["x0_mse"] for a, b in zip(rows, rows[1:]))
+
+
+def test_line_plot_draws_series_and_survives_empty_and_log_invalid_data(tmp_path):
+    series = {"a": [(1, 3.0), (10, 2.0), (100, 1.5)], "b": [(5, 0.0), (50, 1.0)], "one point": [(1000, 1.2)]}
+    path = line_plot(series, "NFE", "FD", tmp_path / "p.png", logx=True, logy=True, title="t")
+    img = Image.open(path).convert("RGB")
+    assert img.size == (720, 440)
+    colours = {c for _, c in img.getcolors(1 << 20)}
+    assert (0, 114, 178) in colours and (230, 159, 0) in colours  # the first two series' colours are drawn
+    line_plot({}, "x", "y", tmp_path / "empty.png")
+    line_plot({"flat": [(0, 1.0), (1, 1.0)]}, "x", "y", tmp_path / "flat.png")  # zero range on y

@@ -83,7 +83,7 @@ def loss_curve_figure(rows: list[dict], cfg, run_name: str) -> Image.Image:
                      title=f"{run_name}: training loss (log scale)", xlabel="epoch" if by_epoch else "step",
                      ylabel=f"{cfg.diffusion.prediction}-MSE", integer_x=not by_epoch)
     last = rows[-1]
-    caption = (f"L = E_(t, x_0, eps) ||eps - eps_theta(x_t, t)||^2, t ~ U{{0..T-1}} (Ho et al. 2020, Algorithm 1)"
+    caption = ("L = E_(t, x_0, eps) ||eps - eps_theta(x_t, t)||^2, t ~ U{0..T-1} (Ho et al. 2020, Algorithm 1)"
                if lesson_scale(cfg) else
                f"L = E ||target - net(x_t, t)||^2 for prediction '{cfg.diffusion.prediction}', weighting "
                f"'{cfg.diffusion.weighting}' (the lesson's eps-MSE landmarks do not apply to this scale)")

@@ -13,14 +13,23 @@ import torch
 from PIL import Image
 
 from tinydiffusion.cli import main
-from tinydiffusion.data import (DATASETS, ImageDataset, conform, convert_channels, load_dataset, read_idx,
-                                resize_center_crop, resolve)
+from tinydiffusion.data import (
+    DATASETS,
+    ImageDataset,
+    conform,
+    convert_channels,
+    load_dataset,
+    read_idx,
+    resize_center_crop,
+    resolve,
+    to_unit_range,
+    write_samples,
+)
 from tinydiffusion.data.idx import FASHION_CLASSES, FASHION_DIR
 from tinydiffusion.errors import UserError
-from tinydiffusion.data import to_unit_range, write_samples
 from tinydiffusion.runs import sample_run
-from tinydiffusion.viz.grids import save_grid
 from tinydiffusion.train import train
+from tinydiffusion.viz.grids import save_grid
 
 from conftest import TINY, tiny_config
 

@@ -14,9 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinydiffusion.cli import main
-from tinydiffusion.data import load_dataset
+from tinydiffusion.data import load_dataset, load_samples
 from tinydiffusion.errors import UserError
-from tinydiffusion.data import load_samples
 from tinydiffusion.eval.evaluate import evaluate_samples
 from tinydiffusion.eval.features import train_classifier
 from tinydiffusion.eval.metrics import frechet_distance, gaussian_stats, normalised_entropy, prdc

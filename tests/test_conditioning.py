@@ -1,21 +1,16 @@
-"""Text conditioning: the MiniLM encoder against reference values, the null context, captions, the text CLI."""
+"""Conditioning: the MiniLM encoder against reference values, the null condition, captions, the caption bank."""
 from __future__ import annotations
 
-import zlib
-
-import numpy as np
 import pytest
 import torch
 
-from conftest import wake
-from tinydiffusion.conditioning import text_encoder
+from tinydiffusion.conditioning import NULL_LABEL, Cond
 from tinydiffusion.conditioning.captions import CaptionBank, caption, class_prompt, describe, digit_in_prompt
-from tinydiffusion.cli import main
-from tinydiffusion.models import build_model
-from tinydiffusion.conditioning import Cond
 from tinydiffusion.conditioning.text_encoder import get_encoder
+from tinydiffusion.errors import UserError
+from tinydiffusion.models import build_model
 
-from conftest import tiny_config
+from conftest import StubEncoder, wake
 
 # Computed once with sentence-transformers 6.2.0 (transformers 5.23.0, torch 2.13.0 CPU) loading the same
 # package folder: SentenceTransformer(dir).encode(S) (pooled, L2-normalised) and output_value="token_embeddings".
@@ -93,25 +88,6 @@ def test_captions_carry_the_measured_attributes():
     assert class_prompt(7) == "a handwritten 7"
 
 
-class StubEncoder:
-    """A fast stand-in for MiniLM: each word is a fixed random 384-d vector (tests of plumbing, not language)."""
-
-    calls, vectors = 0, {}
-
-    def encode(self, prompts):
-        StubEncoder.calls += 1
-        words = [p.split() for p in prompts]
-        L = max([len(w) for w in words] + [0])
-        tokens, mask = torch.zeros(len(prompts), L, 384), torch.zeros(len(prompts), L, dtype=torch.bool)
-        for i, ws in enumerate(words):
-            for j, w in enumerate(ws):
-                if w not in self.vectors:
-                    self.vectors[w] = torch.randn(384, generator=torch.Generator().manual_seed(zlib.crc32(w.encode())))
-                tokens[i, j] = self.vectors[w]
-                mask[i, j] = True
-        return Cond(tokens=tokens, mask=mask)
-
-
 def test_the_caption_bank_encodes_each_caption_once_and_drops_at_its_rate():
     images = (torch.cat([stroke(1), stroke(5)] * 10) * 255).to(torch.uint8)
     labels = torch.arange(20) % 10
@@ -130,26 +106,32 @@ def test_the_caption_bank_encodes_each_caption_once_and_drops_at_its_rate():
     assert torch.equal(got.tokens[:, :L], want.tokens) and got.mask.sum() == L
 
 
-@pytest.fixture(scope="module")
-def text_run(tmp_path_factory):
-    from tinydiffusion.train import train
+def test_cond_slices_moves_concatenates_and_nulls_every_field_alike():
+    labels = Cond(labels=torch.tensor([3, 1, 4]))
+    assert len(labels) == 3 and labels[1:].labels.tolist() == [1, 4]
+    assert labels.null().labels.tolist() == [NULL_LABEL] * 3
+    assert labels.drop(torch.tensor([True, False, True])).labels.tolist() == [NULL_LABEL, 1, NULL_LABEL]
+    assert Cond.cat(labels, labels.null()).labels.tolist() == [3, 1, 4] + [NULL_LABEL] * 3
+    tokens = Cond(tokens=torch.ones(2, 3, 4), mask=torch.tensor([[True, True, False], [True, False, False]]))
+    assert tokens.masked().tokens[1].sum() == 4  # only the real token of row 1 is left
+    null = tokens.null()
+    assert null.tokens.shape == (2, 0, 4) and null.mask.shape == (2, 0)
+    both = Cond.cat(tokens, null)  # padded to the longest prompt with masked zeros
+    assert both.tokens.shape == (4, 3, 4) and not both.mask[2:].any() and not both.tokens[2:].any()
+    dropped = tokens.drop(torch.tensor([False, True]))
+    assert dropped.mask[0].tolist() == [True, True, False] and not dropped.mask[1].any() and not dropped.tokens[1].any()
+    assert tokens.to("cpu")[0:1].tokens.shape == (1, 3, 4)
+    with pytest.raises(ValueError, match="batch sizes"):
+        Cond(labels=torch.zeros(2, dtype=torch.long), tokens=torch.zeros(3, 1, 4), mask=torch.ones(3, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="together"):
+        Cond(tokens=torch.zeros(2, 1, 4))
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(text_encoder, "get_encoder", lambda device="cpu": StubEncoder())
-    out = tmp_path_factory.mktemp("text_run") / "run"
-    train(tiny_config(steps=2, preset="mnist-text"), out, device="cpu", quiet=True)
-    yield out
-    mp.undo()
 
-
-def test_cli_samples_prompts_and_classes_from_a_text_run(text_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(text_encoder, "get_encoder", lambda device="cpu": StubEncoder())
-    flags = ["sample", "--run", str(text_run), "--steps", "2", "--device", "cpu"]
-    assert main(flags + ["--prompt", "a thin seven", "--prompt", "a thick 2", "--guidance", "4", "--n", "4",
-                         "--out", str(tmp_path / "p.npz")]) == 0
-    with np.load(tmp_path / "p.npz") as f:
-        assert f["images"].shape == (4, 1, 28, 28) and f["labels"].tolist() == [7, 7, 2, 2]
-    assert main(flags + ["--classes", "3,5", "--n", "2", "--out", str(tmp_path / "c.png")]) == 0
-    assert main(flags + ["--prompt", "", "--guidance", "2", "--n", "1", "--out", str(tmp_path / "e.npz")]) == 0
-    assert main(flags + ["--class", "12", "--out", str(tmp_path / "x.npz")]) == 2
-    assert "Class 12 is out of range: this run has classes 0-9" in capsys.readouterr().err
+def test_a_class_model_refuses_a_prompt_and_a_text_model_refuses_labels():
+    class_net = build_model("unet-small", 1, 28, num_classes=10, channels=8).eval()
+    text_net = build_model("unet-small", 1, 28, channels=8, context_dim=384).eval()
+    x, t = torch.randn(1, 1, 28, 28), torch.rand(1)
+    with pytest.raises(UserError, match="class labels, not a text prompt"):
+        class_net(x, t, Cond(tokens=torch.zeros(1, 2, 384), mask=torch.ones(1, 2, dtype=torch.bool)))
+    with pytest.raises(UserError, match="reads prompts, not class labels"):
+        text_net(x, t, Cond(labels=torch.tensor([3])))
