@@ -3,6 +3,7 @@
 then (tests/fixtures/old_samples.npz, recorded by tests/fixtures/record_old_samples.py)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from tinydiffusion.denoiser import Denoiser
 from tinydiffusion.errors import UserError
 from tinydiffusion.runs import load_run, sample_conditional
 from tinydiffusion.samplers import get_sampler
-from tinydiffusion.timesteps import make_timesteps
+from tinydiffusion.timesteps import time_grid
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OLD = np.load(FIXTURES / "old_samples.npz")
@@ -32,17 +33,18 @@ def same(got: torch.Tensor, key: str) -> None:
 
 @pytest.mark.parametrize("run", RUNS)
 def test_old_runs_sample_every_sampler_to_the_recorded_values(run):
-    cfg, net, schedule, meta = load_run(FIXTURES / "runs" / run)
+    cfg, net, path, meta = load_run(FIXTURES / "runs" / run)
+    assert path.name == f"ddpm-{json.loads((FIXTURES / 'runs' / run / 'config.json').read_text())['diffusion']['schedule']}"
     keys = [k for k in OLD.files if k.startswith(f"raw/{run}/")]
     assert len(keys) == 16
     options = {"ddpm/uniform": {"variance": "small"}, "ddpm/trailing": {"variance": "large"},
                "ddim/uniform": {"eta": 0.0}, "ddim/quadratic": {"eta": 0.5}}
     for key in keys:
         _, _, sampler, spacing, clip = key.split("/")
-        denoiser = Denoiser(net, schedule, cfg.diffusion.prediction, clip_x0=clip == "clip1")
+        denoiser = Denoiser(net, path, cfg.diffusion.prediction, clip_x0=clip == "clip1")
         g = torch.Generator().manual_seed(0)
         x_T = torch.randn((4, *meta["shape"]), generator=g)
-        x = get_sampler(sampler)(denoiser, x_T, make_timesteps(schedule, 5, spacing), generator=g,
+        x = get_sampler(sampler)(denoiser, x_T, time_grid(path, 5, spacing), generator=g,
                                  **options.get(f"{sampler}/{spacing}", {}))
         same(x, key)
 

@@ -42,11 +42,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    schedule: str = "linear"  # `tinydiffusion list schedules`: linear | cosine
-    T: int = 1000
-    prediction: str = "eps"  # `list predictions`: eps | x0 | v
+    path: str = "ddpm-linear"  # `tinydiffusion list paths`: ddpm-linear | ddpm-cosine | vp-cosine | flow
+    T: int = 1000  # steps of a DDPM path's table (continuous paths ignore it)
+    prediction: str = "eps"  # `list predictions`: eps | x0 | v | u (the velocity)
     weighting: str = "none"  # `list weightings`: none | min-snr
-    t_sampling: str = "uniform"  # `list time-samplings`: uniform | importance | lognormal (see objectives.sample_t)
+    t_sampling: str = "uniform"  # `list time-samplings`: uniform | importance | lognormal | logit-normal
+    logit_mean: float = 0.0  # logit-normal t sampling: t = sigmoid(N(logit_mean, logit_std)) (SD3: 0, 1)
+    logit_std: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = "ddpm"  # `tinydiffusion list samplers`
     steps: int = 1000
-    spacing: str = "uniform"  # `list spacings`: uniform | trailing | quadratic | karras | logsnr (see timesteps.py)
+    spacing: str = "uniform"  # `list spacings`: uniform | trailing | quadratic | karras | logsnr | shifted
+    shift: float = 3.0  # the shifted spacing's s (SD3: 3.0); 1 = uniform
     variance: str = "small"  # ddpm: small = beta_tilde (posterior), large = beta
     eta: float = 0.0  # ddim: 0 = deterministic, 1 = ancestral (DDPM's posterior noise)
     clip_x0: bool = True
@@ -112,6 +115,8 @@ def _build(section_type, values: dict):
     hints = typing.get_type_hints(cls)
     if cls is TrainConfig and "bf16" in values:  # runs written before train.precision replaced train.bf16
         values = dict(values, precision="auto" if values["bf16"] else "fp32")
+    if cls is DiffusionConfig and "schedule" in values and "path" not in values:  # runs written before paths.py
+        values = dict(values, path=f"ddpm-{values['schedule']}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in hints})
 
 
@@ -154,7 +159,7 @@ PRESETS.add("fashion", replace(_MNIST, data=DataConfig(name="fashion")),
             "the mnist recipe on Fashion-MNIST (Debian's dataset-fashion-mnist): small U-Net, 10 minutes on a 2-core CPU")
 PRESETS.add("cifar10", Config(
     data=DataConfig(name="cifar10", hflip=True), model=ModelConfig(name="unet", channels=128),
-    diffusion=DiffusionConfig(schedule="cosine"), train=TrainConfig(lr=2e-4, epochs=100, checkpoint_every=5000),
+    diffusion=DiffusionConfig(path="ddpm-cosine"), train=TrainConfig(lr=2e-4, epochs=100, checkpoint_every=5000),
     sample=SampleConfig(sampler="ddpm", steps=1000)),
     "the lesson's Part B, sized for a GPU: CIFAR-10 (data.path or CIFAR10_DIR), unet with 128 channels, cosine "
     "schedule, flips, Adam 2e-4, batch 128, 100 epochs (39k steps). CPU: ~26 s/step on 2 idle cores "
@@ -162,7 +167,7 @@ PRESETS.add("cifar10", Config(
 PRESETS.add("cifar10-ddpm", Config(
     data=DataConfig(name="cifar10", hflip=True),
     model=ModelConfig(name="unet-large", attention_resolutions=(16,), dropout=0.1),
-    diffusion=DiffusionConfig(schedule="linear", T=1000),
+    diffusion=DiffusionConfig(path="ddpm-linear", T=1000),
     train=TrainConfig(lr=2e-4, batch_size=128, warmup_steps=5000, ema_decay=0.9999, steps=800_000,
                       checkpoint_every=10_000),
     sample=SampleConfig(sampler="ddpm", steps=1000, variance="large")),  # sigma^2 = beta, as the paper's model

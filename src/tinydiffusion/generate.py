@@ -9,15 +9,15 @@ from .denoiser import Denoiser
 from .device import autocast
 from .guidance import guided
 from .samplers import get_sampler, sampler_options
-from .schedules import Schedule
-from .timesteps import make_timesteps
+from .paths import Path
+from .timesteps import time_grid
 
 
-def denoiser_for(net, schedule: Schedule, prediction: str, sample_cfg: SampleConfig, *, guidance: float | None = None,
+def denoiser_for(net, path: Path, prediction: str, sample_cfg: SampleConfig, *, guidance: float | None = None,
                  guidance_rescale: float = 0.0):
     """The Denoiser of a net for sampling with sample_cfg (its x0 clipping), wrapped in classifier-free guidance at
     scale w = guidance unless that is None."""
-    return guided(Denoiser(net, schedule, prediction, clip_x0=sample_cfg.clip_x0), guidance, rescale=guidance_rescale)
+    return guided(Denoiser(net, path, prediction, clip_x0=sample_cfg.clip_x0), guidance, rescale=guidance_rescale)
 
 
 @torch.no_grad()
@@ -29,13 +29,13 @@ def generate(denoiser, sample_cfg: SampleConfig, n: int, shape: tuple, *, batch_
     conditions, or None. bf16: run the network under bf16 autocast (see device.py)."""
     sampler = get_sampler(sample_cfg.sampler)
     options = sampler_options(sample_cfg.sampler, sample_cfg)
-    timesteps = make_timesteps(denoiser.schedule, sample_cfg.steps, sample_cfg.spacing)  # karras/logsnr: noise levels
+    grid = time_grid(denoiser.path, sample_cfg.steps, sample_cfg.spacing, sample_cfg.shift)  # descending, ends at 0
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         x_T = torch.randn((b, *shape), generator=generator).to(device)
         c = None if cond is None else cond[start:start + b].to(device)
         with autocast(device, bf16):
-            out.append(sampler(denoiser, x_T, timesteps, cond=c, generator=generator, callback=callback,
+            out.append(sampler(denoiser, x_T, grid, cond=c, generator=generator, callback=callback,
                                **options).cpu())
     return torch.cat(out)

@@ -22,7 +22,9 @@ import torch
 from .conditioning.cond import Cond
 from .denoiser import Denoiser
 from .errors import UserError
-from .process import alpha_sigma, eps_from_x0
+from .denoiser import times
+from .paths import coefficients
+from .process import eps_from_x0
 
 
 def rescale_x0(x0_cfg: torch.Tensor, x0_cond: torch.Tensor, phi: float) -> torch.Tensor:
@@ -46,11 +48,11 @@ class ClassifierFreeGuidance:
         self.w, self.rescale, self.clip_x0 = float(w), float(rescale), denoiser.clip_x0
         self.base = copy.copy(denoiser)  # the same wrapper, any kind, but clipping waits until after step 2
         self.base.clip_x0 = False
-        self.net, self.schedule, self.prediction = denoiser.net, denoiser.schedule, denoiser.prediction
+        self.net, self.path, self.prediction = denoiser.net, denoiser.path, denoiser.prediction
 
     def __call__(self, x_t: torch.Tensor, t, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
         B = x_t.shape[0]
-        t = torch.as_tensor(t, device=x_t.device).long().expand(B)  # () or (B,) -> (B,)
+        t = times(t, B)  # a float, () or (B,) -> (B,) float64
         if cond is None or self.w == 0.0:  # w = 0 is exactly the unconditional prediction
             x0, eps = self.base(x_t, t, None if cond is None else cond.null())
         elif self.w == 1.0:  # plain conditional sampling: one branch (rescale is the identity at w = 1)
@@ -64,10 +66,10 @@ class ClassifierFreeGuidance:
             # 3. optional rescale of x0_hat, with eps_hat recomputed so the pair stays consistent with x_t
             if self.rescale:
                 x0 = rescale_x0(x0, x0_c, self.rescale)
-                eps = eps_from_x0(x_t, x0, *alpha_sigma(self.schedule, t, x_t))
+                eps = eps_from_x0(x_t, x0, *coefficients(self.path, t, x_t))
         if self.clip_x0:
             x0 = x0.clamp(-1, 1)
-            eps = eps_from_x0(x_t, x0, *alpha_sigma(self.schedule, t, x_t))
+            eps = eps_from_x0(x_t, x0, *coefficients(self.path, t, x_t))
         return x0, eps
 
 

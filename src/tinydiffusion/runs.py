@@ -12,11 +12,11 @@ from .config import load_config
 from .device import use_bf16
 from .errors import UserError
 from .generate import denoiser_for, generate
-from .schedules import make_schedule
+from .paths import make_path
 
 
 def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu"):
-    """(cfg, net, schedule, meta) of a trained run; net in eval mode, EMA weights when they exist."""
+    """(cfg, net, path, meta) of a trained run; net in eval mode, EMA weights when they exist."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"Run directory {run_dir} does not exist.")
@@ -25,7 +25,7 @@ def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu"):
     net = model_from_config(cfg, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
     weights = run_dir / EMA if use_ema and (run_dir / EMA).exists() else run_dir / MODEL
     load_weights(net, weights)
-    return cfg, net.to(device).eval(), make_schedule(cfg.diffusion.schedule, cfg.diffusion.T), meta
+    return cfg, net.to(device).eval(), make_path(cfg.diffusion.path, cfg.diffusion.T), meta
 
 
 def conditioning(cfg, meta: dict, *, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
@@ -79,7 +79,7 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
                        guidance: float | None = None, guidance_rescale: float = 0.0):
     """(images (n, C, H, W) in [-1, 1], labels (n,) or None) from a run, for n labels or n prompts (or
     neither), with optional classifier-free guidance; bad requests raise UserError before any sampling."""
-    cfg, net, schedule, meta = load_run(run_dir, use_ema=use_ema, device=device)
+    cfg, net, path, meta = load_run(run_dir, use_ema=use_ema, device=device)
     for given, what in ((labels, "labels"), (prompts, "prompts")):
         if given is not None and len(given) != n:
             raise UserError(f"Give one of the {what} per image: got {len(given)} for {n} images.")
@@ -87,7 +87,7 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
     sample_cfg = replace(cfg.sample, sampler=cfg.sample.sampler if sampler is None else sampler,
                          steps=cfg.sample.steps if steps is None else steps,
                          spacing=cfg.sample.spacing if spacing is None else spacing)
-    denoiser = denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg, guidance=guidance,
+    denoiser = denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg, guidance=guidance,
                             guidance_rescale=guidance_rescale)
     images = generate(denoiser, sample_cfg, n, tuple(meta["shape"]), batch_size=batch_size,
                       generator=torch.Generator().manual_seed(seed), device=device, cond=cond,

@@ -8,6 +8,7 @@ KINDS = {
     "models": ("tinydiffusion.models", "MODELS"),
     "samplers": ("tinydiffusion.samplers", "SAMPLERS"),
     "spacings": ("tinydiffusion.timesteps", "SPACINGS"),
+    "paths": ("tinydiffusion.paths", "PATHS"),
     "schedules": ("tinydiffusion.schedules", "SCHEDULES"),
     "predictions": ("tinydiffusion.denoiser", "PREDICTIONS"),
     "weightings": ("tinydiffusion.objectives", "WEIGHTINGS"),

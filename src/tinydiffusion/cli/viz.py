@@ -7,14 +7,15 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def _times(text: str | None) -> list[int] | None:
-    """'100,300,600' -> [100, 300, 600]."""
+def _times(text: str | None) -> list[float] | None:
+    """'100,300,600' -> [100.0, 300.0, 600.0] (steps of a DDPM path), '0.1,0.5' -> [0.1, 0.5] (continuous time)."""
     if text is None:
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"--t expects comma-separated integers like 100,300,600; got '{text}'.") from None
+        raise UserError(f"--t expects comma-separated numbers like 100,300,600 (or 0.1,0.5 on a flow run); "
+                        f"got '{text}'.") from None
 
 
 def add_viz(sub):
@@ -28,7 +29,8 @@ def add_viz(sub):
 
     q = viz.add_parser("forward", help="one real digit noised to several t with one fixed noise")
     q.add_argument("--T", type=int, default=1000)
-    q.add_argument("--schedules", default="linear,cosine", help="one row per schedule")
+    q.add_argument("--schedules", default="linear,cosine",
+                   help="one row per schedule or path (linear, cosine, vp-cosine, flow; `tinydiffusion list paths`)")
     q.add_argument("--t", help="comma-separated steps (default the lesson's 0,100,250,500,750,999, scaled to T)")
     q.add_argument("--index", type=int, default=0, help="which test digit")
     q.add_argument("--dataset", default="mnist")
@@ -81,14 +83,25 @@ def _load(args):
     from ..runs import load_run
 
     device = resolve_device(args.device)
-    cfg, net, schedule, meta = load_run(args.run, use_ema=not args.raw, device=device)
-    return cfg, net, schedule, meta, device
+    cfg, net, path, meta = load_run(args.run, use_ema=not args.raw, device=device)
+    return cfg, net, path, meta, device
 
 
 def _schedules(names: str, T: int) -> dict:
     from ..schedules import make_schedule
 
     return {n.strip(): make_schedule(n.strip(), T) for n in names.split(",") if n.strip()}
+
+
+def _paths(names: str, T: int) -> dict:
+    """Schedule names (linear, cosine: their DDPM paths) or path names (flow, vp-cosine, ...) -> {name: Path}."""
+    from ..paths import PATHS, make_path
+    from ..schedules import SCHEDULES
+
+    out = {}
+    for n in (n.strip() for n in names.split(",") if n.strip()):
+        out[n] = make_path(f"ddpm-{n}" if n in SCHEDULES and n not in PATHS else n, T)
+    return out
 
 
 def _test_digits(dataset: str, path: str, index: int, n: int, data_cfg=None):
@@ -123,12 +136,12 @@ def run_forward(args):
     from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
-    schedules = _schedules(args.schedules, args.T)
+    paths = _paths(args.schedules, args.T)
     times = check_times(_times(args.t) or lesson_times(LESSON_FORWARD_T, args.T), args.T)
     x0 = _test_digits(args.dataset, "", args.index, 1)  # (1, C, H, W)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(args.seed))
     what = "MNIST digit" if args.dataset == "mnist" else f"{args.dataset} test image"
-    save_png(forward_figure(schedules, x0, times, eps, what=what), out)
+    save_png(forward_figure(paths, x0, times, eps, args.T, what=what), out)
     _done(out, start)
 
 
@@ -139,13 +152,13 @@ def run_diagnostic(args):
     from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
-    cfg, net, schedule, meta, _ = _load(args)
-    times = check_times(_times(args.t) or lesson_times(LESSON_DIAGNOSTIC_T, schedule.T), schedule.T)
+    cfg, net, path, meta, _ = _load(args)
+    times = check_times(_times(args.t) or lesson_times(LESSON_DIAGNOSTIC_T, path.T), path.T)
     if args.n < 1:
         raise UserError("--n must be at least 1.")
     x0 = _test_digits(cfg.data.name, cfg.data.path, args.index, args.n, cfg.data)
     title = f"Denoising diagnostic: {args.run.name} after {meta.get('step', '?')} steps ({cfg.model.name})"
-    fig, _ = diagnostic_figure(net, schedule, cfg.diffusion.prediction, x0, times,
+    fig, _ = diagnostic_figure(net, path, cfg.diffusion.prediction, x0, times,
                                torch.Generator().manual_seed(args.seed), title)
     save_png(fig, out)
     _done(out, start)
@@ -167,15 +180,15 @@ def run_trajectory(args):
         raise UserError(f"--gif {gif} must end in .gif.")
     if args.n < 1:
         raise UserError("--n must be at least 1.")
-    cfg, net, schedule, meta, device = _load(args)
+    cfg, net, path, meta, device = _load(args)
     sample_cfg = sample_config_for(cfg.sample, args.sampler, args.steps)
     k = int(meta.get("num_classes", 0))
     cond = Cond(labels=torch.arange(args.n) % k) if k else None  # conditional runs: one digit class per sample
-    frames, _ = record_trajectory(net, schedule, sample_cfg, cfg.diffusion.prediction, args.n, tuple(meta["shape"]),
+    frames, _ = record_trajectory(net, path, sample_cfg, cfg.diffusion.prediction, args.n, tuple(meta["shape"]),
                                   generator=torch.Generator().manual_seed(args.seed), device=device, cond=cond)
     nrow = math.ceil(math.sqrt(args.n))
     title = f"Sampling trajectory: {args.run.name}, {sample_cfg.sampler} sampler, {len(frames)} steps"
-    save_png(trajectory_strip(frames, lesson_times(LESSON_TRAJECTORY_T, schedule.T), title, nrow,
+    save_png(trajectory_strip(frames, lesson_times(LESSON_TRAJECTORY_T, path.T), title, nrow,
                               sample_cfg.sampler), out)
     count = trajectory_gif(frames, gif, nrow, max_frames=args.gif_frames)
     _done(out, start)
@@ -197,11 +210,11 @@ def run_loss(args):
     if args.no_by_t:
         return
     by_t_out = args.by_t_out or out.with_name(out.stem + "_by_t.png")
-    cfg, net, schedule, _, _ = _load(args)
+    cfg, net, path, _, _ = _load(args)
     if args.n_test < 1:
         raise UserError("--n-test must be at least 1.")
     g = torch.Generator().manual_seed(args.seed)
     x0 = _test_digits(cfg.data.name, cfg.data.path, 0, args.n_test, cfg.data)
-    bins = loss_by_t(net, schedule, cfg.diffusion.prediction, x0, args.bins, g)
+    bins = loss_by_t(net, path, cfg.diffusion.prediction, x0, args.bins, g)
     save_png(loss_by_t_figure(bins, cfg.diffusion.prediction, args.n_test, args.run.name), by_t_out)
     _done(by_t_out, start)

@@ -172,7 +172,7 @@ def evaluate_run(run_dir: Path, n: int = 1000, *, sampler: str | None = None, st
 
 
 @torch.no_grad()
-def evaluate_during_training(net, schedule, cfg, meta: dict, step: int, metrics_path: Path, device) -> None:
+def evaluate_during_training(net, path, cfg, meta: dict, step: int, metrics_path: Path, device) -> None:
     """train.eval_every hook: sample cfg.train.eval_n images with the run's sampler, append an eval row."""
     from ..conditioning import Cond
     from ..generate import denoiser_for, generate
@@ -180,7 +180,7 @@ def evaluate_during_training(net, schedule, cfg, meta: dict, step: int, metrics_
     n, k = cfg.train.eval_n, meta.get("num_classes", 0)
     labels = torch.arange(n) % k if k else None  # conditional runs: balanced labels, so label_accuracy is measured
     g = torch.Generator().manual_seed(cfg.seed)
-    x = generate(denoiser_for(net.eval(), schedule, cfg.diffusion.prediction, cfg.sample), cfg.sample, n,
+    x = generate(denoiser_for(net.eval(), path, cfg.diffusion.prediction, cfg.sample), cfg.sample, n,
                  tuple(meta["shape"]), generator=g, device=device, cond=None if labels is None else Cond(labels=labels),
                  bf16=use_bf16(cfg.train.precision, device))
     report = evaluate_report(to_unit_range(x), labels, meta["dataset"])

@@ -83,13 +83,13 @@ def sample_timed(run_dir: Path, n: int, steps: int | None, seed: int, device: st
     from ..device import resolve_device, use_bf16
 
     dev = resolve_device(device)
-    cfg, net, schedule, meta = load_run(run_dir, device=dev)
-    steps = min(steps or cfg.sample.steps, schedule.T)
+    cfg, net, path, meta = load_run(run_dir, device=dev)
+    steps = min(steps or cfg.sample.steps, path.T or 10**6)  # a DDPM table has T steps; continuous time any
     sample_cfg = replace(cfg.sample, steps=steps)
     k = int(meta.get("num_classes", 0))
     cond = Cond(labels=torch.arange(n) % k) if k else None  # conditional runs: classes in turn
     start = time.perf_counter()
-    x = generate(denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg), sample_cfg, n,
+    x = generate(denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg), sample_cfg, n,
                  tuple(meta["shape"]), generator=torch.Generator().manual_seed(seed), device=dev, cond=cond,
                  bf16=use_bf16(cfg.train.precision, dev))
     return x, (time.perf_counter() - start) / n * 1000, steps
@@ -147,7 +147,7 @@ def compare_variants(args, out: Path, variants: dict[str, list[str]]) -> tuple[l
         images, ms, steps = sample_timed(out / "runs" / name, args.n, args.sample_steps, args.seed, args.device)
         metric = project_metric(to_unit_range(images), cfg.data.name)
         files.append(save_samples_grid(images, out / f"samples_{name}.png"))
-        rows.append(dict(variant=name, T=cfg.diffusion.T, schedule=cfg.diffusion.schedule, train_steps=trained["steps"],
+        rows.append(dict(variant=name, T=cfg.diffusion.T, path=cfg.diffusion.path, train_steps=trained["steps"],
                          train_minutes=trained["minutes"], epochs=trained["epochs"], last_loss=trained["loss"],
                          sample_steps=steps, ms_per_image=ms, **metric))
     return rows, files

@@ -65,7 +65,7 @@ def run(args) -> Path:
         raise UserError("Give at least one --weights value, --n-per-class >= 2 and --sample-steps >= 1.")
     out = Path(args.out) if args.out else Path("reports") / "guidance"
     device = resolve_device(args.device)
-    cfg, net, schedule, meta = load_run(args.run, device=device)
+    cfg, net, path, meta = load_run(args.run, device=device)
     k = int(meta.get("num_classes", 0)) or 10
     labels = torch.arange(k).repeat_interleave(args.n_per_class)  # (k * n,) grouped by class: grid rows
     cond, _ = conditioning(cfg, meta, labels=labels, guidance=1.0)
@@ -79,7 +79,7 @@ def run(args) -> Path:
     grids = []
     for w in weights:
         g = torch.Generator().manual_seed(args.seed)  # the same noise for every w: a paired comparison
-        denoiser = denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg, guidance=w,
+        denoiser = denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg, guidance=w,
                                 guidance_rescale=args.rescale if w > 1 else 0.0)
         x = generate(denoiser, sample_cfg, len(labels), tuple(meta["shape"]), batch_size=args.batch_size,
                      generator=g, device=device, cond=cond, bf16=use_bf16(cfg.train.precision, device))

@@ -80,11 +80,11 @@ def parse_settings(args) -> tuple[list[str], list[int]]:
     return samplers, budgets
 
 
-def sample_setting(net, schedule, cfg, meta, sample_cfg, n: int, seed: int, batch_size: int, dev):
+def sample_setting(net, path, cfg, meta, sample_cfg, n: int, seed: int, batch_size: int, dev):
     """(images in [-1, 1], seconds, NFE per image) for one sampler setting; the same seed gives the same x_T."""
     counted = CountingNet(net)
     start = time.perf_counter()
-    images = generate(denoiser_for(counted, schedule, cfg.diffusion.prediction, sample_cfg), sample_cfg, n,
+    images = generate(denoiser_for(counted, path, cfg.diffusion.prediction, sample_cfg), sample_cfg, n,
                       tuple(meta["shape"]), batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
                       device=dev, bf16=use_bf16(cfg.train.precision, dev))
     if dev.type == "cuda":
@@ -99,8 +99,8 @@ def run(args) -> Path:
     samplers, budgets = parse_settings(args)
     out = Path(args.out) if args.out else Path("reports") / "nfe"
     dev = resolve_device(args.device)
-    cfg, net, schedule, meta = load_run(args.run, device=dev)
-    T, dataset = schedule.T, meta.get("dataset", cfg.data.name)
+    cfg, net, path, meta = load_run(args.run, device=dev)
+    T, dataset = path.T or 1000, meta.get("dataset", cfg.data.name)  # continuous paths: a 1000-step reference
     # (label, sampler, steps); budgets above T are skipped, equal step counts (heun's odd budgets) sampled once
     settings = list(dict.fromkeys((name, name, steps_for_budget(name, k))
                                   for name in samplers for k in budgets if k <= T))
@@ -109,7 +109,7 @@ def run(args) -> Path:
     rows = []
     for label, name, steps in settings:
         sample_cfg = replace(cfg.sample, sampler=name, steps=steps, spacing=args.spacing, eta=0.0)
-        images, seconds, nfe = sample_setting(net, schedule, cfg, meta, sample_cfg, args.n, args.seed,
+        images, seconds, nfe = sample_setting(net, path, cfg, meta, sample_cfg, args.n, args.seed,
                                               args.batch_size, dev)
         grid = save_samples_grid(images, out / "grids" / f"{name}_{steps}.png")
         rows.append(dict(sampler=label, steps=steps, nfe=round(nfe), seconds=seconds, s_per_64=seconds * 64 / args.n,
@@ -123,12 +123,12 @@ def run(args) -> Path:
     line_plot(fd_series(rows, "seconds"), f"seconds for {args.n} images ({dev.type})", fd,
               out / "quality_vs_seconds.png", logx=True, logy=True, title="Sample quality vs wall-clock")
 
-    note, summary = closing_note(rows, T, args, net, schedule, cfg, meta, dev)
+    note, summary = closing_note(rows, T, args, net, path, cfg, meta, dev)
     columns = ["sampler", "steps", "nfe", "seconds", "s_per_64", *[k for k in rows[0] if k not in (
         "sampler", "steps", "nfe", "seconds", "s_per_64", "grid")], "grid"]
     shown = [{**r, "grid": f"[png]({r['grid']})"} for r in rows]
     body = f"""
-Run `{args.run}`: {cfg.model.name}, {cfg.diffusion.schedule} schedule, T = {T}, {cfg.diffusion.prediction} prediction.
+Run `{args.run}`: {cfg.model.name}, {cfg.diffusion.path} path, T = {T}, {cfg.diffusion.prediction} prediction.
 {args.n} samples per setting from one seed ({args.seed}), {args.spacing} spacing, clip_x0 = {cfg.sample.clip_x0},
 device {dev}. NFE = network evaluations per image (counted); seconds = wall-clock for all {args.n} images in batches
 of {args.batch_size}; s_per_64 scales that to 64 images. FD is the project metric (`tinydiffusion.evaluate`, lower
@@ -155,7 +155,7 @@ def fd_series(rows: list[dict], key: str) -> dict[str, list[tuple[float, float]]
     return series
 
 
-def closing_note(rows, T, args, net, schedule, cfg, meta, dev) -> tuple[str, dict]:
+def closing_note(rows, T, args, net, path, cfg, meta, dev) -> tuple[str, dict]:
     """The smallest NFE at which each FAST sampler comes within 10 % of the full chain's FD, the time for 64
     samples there (measured), and where more steps did not help."""
     lines, summary = [], {}
@@ -173,7 +173,7 @@ def closing_note(rows, T, args, net, schedule, cfg, meta, dev) -> tuple[str, dic
         if good:
             r = good[0]
             sample_cfg = replace(cfg.sample, sampler=name, steps=r["steps"], spacing=args.spacing, eta=0.0)
-            _, s64, _ = sample_setting(net, schedule, cfg, meta, sample_cfg, 64, args.seed, 64, dev)
+            _, s64, _ = sample_setting(net, path, cfg, meta, sample_cfg, 64, args.seed, 64, dev)
             summary.update({f"{key}_within_10pct_nfe": r["nfe"], f"{key}_fd": r["fd_classifier"], "ddpm_fd": fd_ref,
                             f"{key}_seconds_64": s64})
             lines.append(f"{name} comes within {WITHIN:.0%} of the {T}-step DDPM quality at **{r['nfe']} NFE** "

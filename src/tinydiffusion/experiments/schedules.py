@@ -16,7 +16,7 @@ def add_arguments(p):
 
 def run(args) -> Path:
     out = common.out_dir(args, "schedules")
-    rows, files = common.compare_variants(args, out, {s: [f"diffusion.schedule={s}"] for s in SCHEDULES})
+    rows, files = common.compare_variants(args, out, {s: [f"diffusion.path=ddpm-{s}"] for s in SCHEDULES})
     best = min(rows, key=lambda r: r.get("fd_classifier", float("inf")))
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes"
     body = f"""

@@ -18,7 +18,7 @@ from ..data import to_unit_range
 from ..errors import UserError
 from ..process import q_sample
 from ..runs import load_run
-from ..schedules import make_schedule
+from ..paths import make_path
 from ..viz.grids import save_png
 from ..viz.curves import LESSON_BAND, lesson_scale, loss_curve_figure, read_metrics
 
@@ -35,16 +35,18 @@ def add_arguments(p):
 
 
 def forward_check(cfg, x0: torch.Tensor, seed: int) -> dict:
-    """Checkpoint 1 on real digits x0 (N, C, H, W) in [-1, 1] with the run's schedule."""
-    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    """Checkpoint 1 on real digits x0 (N, C, H, W) in [-1, 1] with the run's path: at the first step of the table
+    (t = 1/T) and at the last (t = 1)."""
+    path = make_path(cfg.diffusion.path, cfg.diffusion.T)
+    T = path.T or 1000
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(x0.shape, generator=g)
     n = len(x0)
-    x_first = q_sample(schedule, x0, torch.zeros(n, dtype=torch.long), eps)
-    x_last = q_sample(schedule, x0, torch.full((n,), schedule.T - 1), eps)
+    x_first = q_sample(path, x0, 1 / T, eps)
+    x_last = q_sample(path, x0, 1.0, eps)
     r = dict(t0_mean_abs_diff=float((x_first - x0).abs().mean()), t0_max_abs_diff=float((x_first - x0).abs().max()),
              tlast_mean=float(x_last.mean()), tlast_var=float(x_last.var()), data_mean=float(x0.mean()),
-             data_var=float(x0.var()), alpha_bar_last=float(schedule.alpha_bar[-1]))
+             data_var=float(x0.var()), alpha_bar_last=float(path.squares(1.0)[0]))
     r["pass"] = (r["t0_mean_abs_diff"] < T0_MAX_ABS and abs(r["tlast_mean"]) < END_MEAN
                  and abs(r["tlast_var"] - 1) < END_VAR)
     return r
@@ -117,7 +119,7 @@ def run(args) -> Path:
                     measured=", ".join(f"{k} {c3[k]:.3f}" for k in common.METRIC_KEYS if k in c3),
                     expected=f"precision >= {MIN_PRECISION}, class_entropy >= {MIN_CLASS_ENTROPY}")]
     body = f"""
-Run: `{run_dir}` (model `{cfg.model.name}`, {cfg.diffusion.schedule} schedule, T = {cfg.diffusion.T}).
+Run: `{run_dir}` (model `{cfg.model.name}`, {cfg.diffusion.path} path, T = {cfg.diffusion.T}).
 
 {table(summary, ["checkpoint", "result", "measured", "expected"])}
 

@@ -41,7 +41,7 @@ def _sync(dev: torch.device):
         torch.cuda.synchronize()
 
 
-def time_train_step(cfg, net, schedule, images_uint8, dev, bf16: bool, repeats: int, seed: int) -> float:
+def time_train_step(cfg, net, path, images_uint8, dev, bf16: bool, repeats: int, seed: int) -> float:
     """Median seconds of one optimiser step (forward, backward, update) on one batch of the run's batch size."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(images_uint8), (cfg.train.batch_size,), generator=g)
@@ -54,9 +54,7 @@ def time_train_step(cfg, net, schedule, images_uint8, dev, bf16: bool, repeats: 
         _sync(dev)
         start = time.perf_counter()
         with autocast(dev, bf16):
-            loss = diffusion_loss(net, schedule, x0, prediction=cfg.diffusion.prediction,
-                                  weighting=cfg.diffusion.weighting, t_sampling=cfg.diffusion.t_sampling,
-                                  generator=g).mean()
+            loss = diffusion_loss(net, path, x0, **objective_options(cfg), generator=g).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -71,17 +69,17 @@ def run(args) -> Path:
         raise UserError("--n and --repeats must be at least 1.")
     out = Path(args.out) if args.out else Path("reports") / "timing"
     dev = resolve_device(args.device)
-    cfg, net, schedule, meta = load_run(args.run, use_ema=False, device=dev)
+    cfg, net, path, meta = load_run(args.run, use_ema=False, device=dev)
     bf16 = use_bf16(cfg.train.precision if args.precision == "run" else args.precision, dev)
-    steps = args.steps or schedule.T
-    if not 1 <= steps <= schedule.T:
-        raise UserError(f"--steps must be between 1 and the run's T={schedule.T}, got {steps}.")
+    steps = args.steps or path.T or 1000  # the DDPM chain's T steps; 1000 on a continuous path
+    if not 1 <= steps <= (path.T or 10**6):
+        raise UserError(f"--steps must be between 1 and the run's T={path.T}, got {steps}.")
     shape = tuple(meta["shape"])
 
     # 1. one training step
     fit = {k: getattr(cfg.data, k) for k in ("image_size", "channels") if getattr(cfg.data, k, 0)}
     data = load_dataset(cfg.data.name, "train", cfg.data.path, **fit)
-    step_s = time_train_step(cfg, net, schedule, data.images, dev, bf16, args.repeats, args.seed)
+    step_s = time_train_step(cfg, net, path, data.images, dev, bf16, args.repeats, args.seed)
 
     # 2. generating n images with `steps` sequential network passes each (batched: steps calls on n images)
     net.eval()
@@ -89,7 +87,7 @@ def run(args) -> Path:
     k = int(meta.get("num_classes", 0))
     cond = Cond(labels=torch.arange(args.n) % k) if k else None
     g = torch.Generator().manual_seed(args.seed)
-    denoiser = denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg)
+    denoiser = denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg)
     generate(denoiser, replace(sample_cfg, steps=1), min(args.n, 8), shape, generator=g, device=dev,
              cond=None if cond is None else cond[:8], bf16=bf16)  # warm-up
     _sync(dev)

@@ -22,9 +22,9 @@ from ..errors import UserError
 from ..generate import denoiser_for, generate
 from ..io import atomic_write
 from ..models import MODELS, count_parameters
-from ..objectives import diffusion_loss
+from ..objectives import diffusion_loss, objective_options
 from ..samplers import SAMPLERS
-from ..schedules import make_schedule
+from ..paths import PATHS, make_path
 from ..viz.grids import save_grid
 from .optim import OPTIMIZERS, budget, lr_at, make_optimizer, update_ema
 
@@ -33,10 +33,9 @@ def check_config(cfg: Config) -> None:
     """Fail on unknown names before any data is loaded or time is spent."""
     from ..denoiser import PREDICTIONS
     from ..objectives import T_SAMPLINGS, WEIGHTINGS
-    from ..schedules import SCHEDULES
     from ..timesteps import SPACINGS
 
-    for registry, name in ((MODELS, cfg.model.name), (SCHEDULES, cfg.diffusion.schedule),
+    for registry, name in ((MODELS, cfg.model.name), (PATHS, cfg.diffusion.path),
                            (WEIGHTINGS, cfg.diffusion.weighting), (T_SAMPLINGS, cfg.diffusion.t_sampling),
                            (OPTIMIZERS, cfg.train.optimizer), (PREDICTIONS, cfg.diffusion.prediction),
                            (PRECISIONS, cfg.train.precision), (SAMPLERS, cfg.sample.sampler),
@@ -57,7 +56,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)  # t, noise, label dropout, flips
 
-    # 1. data, model, EMA, optimiser, schedule
+    # 1. data, model, EMA, optimiser, path
     data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
                         channels=cfg.data.channels)
     num_classes = data.num_classes if cfg.data.conditional else 0
@@ -69,7 +68,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
                 precision="bf16" if bf16 else "fp32")  # what train.precision resolved to on this device
     batches = Batches(len(data), tc.batch_size, cfg.seed)
     max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
-    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    path = make_path(cfg.diffusion.path, cfg.diffusion.T)
     model = model_from_config(cfg, data.shape, num_classes).to(dev)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -98,7 +97,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
         gs = torch.Generator().manual_seed(cfg.seed)
         cond = Cond(labels=torch.arange(64) % num_classes) if num_classes else \
             captions.class_context(torch.arange(64) % 10) if captions else None
-        x = generate(denoiser_for(net, schedule, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, data.shape,
+        x = generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, data.shape,
                      generator=gs, device=dev, bf16=bf16, cond=cond)
         model.train()
         save_grid(to_unit_range(x), out / "samples" / f"step_{step:07d}.png")
@@ -129,9 +128,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
         if captions is not None:
             cond = captions.batch(idx, g, tc.label_dropout).to(dev)  # dropped captions = the empty prompt
         with autocast(dev, bf16):
-            loss = diffusion_loss(model, schedule, x0, prediction=cfg.diffusion.prediction,
-                                  weighting=cfg.diffusion.weighting, t_sampling=cfg.diffusion.t_sampling,
-                                  cond=cond, generator=g).mean()
+            loss = diffusion_loss(model, path, x0, **objective_options(cfg), cond=cond, generator=g).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:
@@ -164,7 +161,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
             window_t = time.perf_counter()
         if tc.eval_every and step % tc.eval_every == 0:
             from ..eval.evaluate import evaluate_during_training  # lazy: evaluation is optional
-            evaluate_during_training(ema or model, schedule, cfg, meta, step, out / "metrics.jsonl", dev)
+            evaluate_during_training(ema or model, path, cfg, meta, step, out / "metrics.jsonl", dev)
             model.train()
             window_t = time.perf_counter()
         while snapshots and elapsed >= snapshots[0] * 60:  # weights at fixed wall-clock marks (the bench)

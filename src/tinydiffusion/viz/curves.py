@@ -9,7 +9,8 @@ from PIL import Image
 
 from ..denoiser import Denoiser
 from ..errors import UserError
-from ..process import alpha_sigma, q_sample, v_from_x0_eps
+from ..paths import Path as DiffusionPath, coefficients, from_time
+from ..process import q_sample, u_from_x0_eps, v_from_x0_eps
 from ..schedules import Schedule
 from .grids import hstack, titled
 from .plot import COLORS, Line, Ref, line_plot_image
@@ -97,34 +98,45 @@ def loss_curve_figure(rows: list[dict], cfg, run_name: str) -> Image.Image:
 
 # ------------------------------------------------------------------------------------------- loss by t
 @torch.no_grad()
-def loss_by_t(net, schedule: Schedule, prediction: str, x0: torch.Tensor, bins: int,
+def loss_by_t(net, path: DiffusionPath, prediction: str, x0: torch.Tensor, bins: int,
               generator: torch.Generator, batch_size: int = 250) -> list[dict]:
     """The training loss (target MSE, unweighted) and the error of the image estimate clip(x0_hat) per equal-width
     bin of t, on held-out x0 (N, C, H, W) in [-1, 1]. Every digit is evaluated once per bin at a t drawn
-    uniformly inside the bin."""
-    if not 1 <= bins <= schedule.T:
-        raise UserError(f"--bins must be between 1 and T={schedule.T}, got {bins}.")
-    denoiser = Denoiser(net, schedule, prediction, clip_x0=False)
+    uniformly inside the bin (a step of the table on a DDPM path; bins and t as paths.from_time names them)."""
+    T = path.T or 1000  # continuous paths: 1000 equal slices of [0, 1] to bin
+    if not 1 <= bins <= T:
+        raise UserError(f"--bins must be between 1 and T={T}, got {bins}.")
+    denoiser = Denoiser(net, path, prediction, clip_x0=False)
     device = next(net.parameters()).device
-    edges = torch.linspace(0, schedule.T, bins + 1).round().long().tolist()
+    edges = torch.linspace(0, T, bins + 1).round().long().tolist()
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         loss_sum, x0_sum = 0.0, 0.0
         for start in range(0, len(x0), batch_size):
             x = x0[start:start + batch_size]
-            t = torch.randint(lo, hi, (len(x),), generator=generator)
+            t = (torch.randint(lo, hi, (len(x),), generator=generator).double() + 1) / T  # (B,) in (0, 1]
             eps = torch.randn(x.shape, generator=generator)
-            x_t = q_sample(schedule, x, t, eps)
-            x0_hat, eps_hat = (v.cpu() for v in denoiser(x_t.to(device), t.to(device)))
-            alpha, sigma = alpha_sigma(schedule, t, x)
-            pred, target = {"eps": (eps_hat, eps), "x0": (x0_hat, x),
-                            "v": (v_from_x0_eps(x0_hat, eps_hat, alpha, sigma), v_from_x0_eps(x, eps, alpha, sigma))
-                            }[prediction]
+            x_t = q_sample(path, x, t, eps)
+            x0_hat, eps_hat = (v.cpu() for v in denoiser(x_t.to(device), t))
+            target = _target(path, prediction, x, eps, t)
+            pred = _target(path, prediction, x0_hat, eps_hat, t)
             loss_sum += float((pred - target).pow(2).flatten(1).mean(1).sum())
             x0_sum += float((x0_hat.clamp(-1, 1) - x).pow(2).flatten(1).mean(1).sum())  # the image guess, in range
-        out.append(dict(t_lo=lo, t_hi=hi - 1, t_mid=(lo + hi - 1) / 2, loss=loss_sum / len(x0),
+        t_lo, t_hi = (lo if path.T else from_time(path, lo / T)), (hi - 1 if path.T else from_time(path, hi / T))
+        out.append(dict(t_lo=t_lo, t_hi=t_hi, t_mid=(t_lo + t_hi) / 2, loss=loss_sum / len(x0),
                         x0_mse=x0_sum / len(x0)))
     return out
+
+
+def _target(path: DiffusionPath, prediction: str, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor):
+    """What a network predicting `prediction` would output for (x0, eps) at times t (B,)."""
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return v_from_x0_eps(x0, eps, *coefficients(path, t, x0))
+    return u_from_x0_eps(x0, eps, *(c.to(x0.dtype).reshape(-1, 1, 1, 1) for c in path.derivatives(t)))
 
 
 def loss_by_t_figure(rows: list[dict], prediction: str, n: int, run_name: str) -> Image.Image:
@@ -139,7 +151,8 @@ def loss_by_t_figure(rows: list[dict], prediction: str, n: int, run_name: str) -
     high_t = {"eps": "there x_t is almost pure noise",
               "x0": "there the target, the image, must be guessed from almost pure noise",
               "v": "there the target is almost the image itself (v -> -x_0 as alpha_bar -> 0), guessed from almost "
-                   "pure noise"}
+                   "pure noise",
+              "u": "there the target u = eps - x_0 needs the image, guessed from almost pure noise"}
     low_t = worst["t_mid"] < rows[-1]["t_hi"] / 2
     why = "there the noise is faint and hard to pin down" if low_t else high_t[prediction]
     caption = (f"For each bin, every test digit is noised once at a t drawn in the bin, x_t = sqrt(alpha_bar_t) x_0 + "

@@ -13,8 +13,8 @@ from ..denoiser import Denoiser
 from ..errors import UserError
 from ..generate import denoiser_for, generate
 from ..io import atomic_write
+from ..paths import Path as DiffusionPath, from_time, signal_label, to_time
 from ..process import q_sample
-from ..schedules import Schedule
 from .grids import font, grid_array, titled, to_pil
 
 LESSON_FORWARD_T = (0, 100, 250, 500, 750, 999)
@@ -23,20 +23,30 @@ LESSON_TRAJECTORY_T = (999, 750, 500, 250, 100, 50, 0)
 X0_HAT_FORMULA = {
     "eps": "x0_hat = (x_t - sqrt(1 - alpha_bar_t) * eps_theta(x_t, t)) / sqrt(alpha_bar_t)",
     "x0": "x0_hat = the network's output (it predicts x_0 directly)",
-    "v": "x0_hat = sqrt(alpha_bar_t) * x_t - sqrt(1 - alpha_bar_t) * v_theta(x_t, t)",
+    "v": "x0_hat = (alpha_t * x_t - sigma_t * v_theta(x_t, t)) / (alpha_t^2 + sigma_t^2)",
+    "u": "x0_hat = (sigma'_t * x_t - sigma_t * u_theta(x_t, t)) / (alpha_t sigma'_t - sigma_t alpha'_t) (flow: x_t - t u)",
 }
 
 
-def lesson_times(times: tuple[int, ...], T: int) -> list[int]:
-    """The lesson's steps (given for T = 1000) mapped onto a chain of T steps: t -> round(t * T / 1000)."""
+def lesson_times(times: tuple[int, ...], T: int | None) -> list:
+    """The lesson's steps (given for T = 1000) mapped onto a chain of T steps, t -> round(t * T / 1000); on a
+    continuous path (T = None) onto [0, 1], t -> round((t + 1) / 1000, 2) (999 -> 1.0, 100 -> 0.1)."""
+    if T is None:
+        return sorted({round((t + 1) / 1000, 2) for t in times}, reverse=times[0] > times[-1])
     return sorted({min(T - 1, round(t * T / 1000)) for t in times}, reverse=times[0] > times[-1])
 
 
-def check_times(times: list[int], T: int) -> list[int]:
-    bad = [t for t in times if not 0 <= t < T]
+def check_times(times: list, T: int | None) -> list:
+    """Times as users give them: integer steps 0..T-1 on a DDPM path, floats in [0, 1] on a continuous one."""
+    if T is None:
+        bad = [t for t in times if not 0 <= t <= 1]
+        if bad:
+            raise UserError(f"--t values must lie in [0, 1] on a continuous-time path (1 = noise); got {bad}.")
+        return [float(t) for t in times]
+    bad = [t for t in times if t != int(t) or not 0 <= t < T]
     if bad:
-        raise UserError(f"--t values must lie in 0..{T - 1} for this chain of T={T} steps; got {bad}.")
-    return times
+        raise UserError(f"--t values must be integers in 0..{T - 1} for this chain of T={T} steps; got {bad}.")
+    return [int(t) for t in times]
 
 
 def image_table(cells: list[list[torch.Tensor]], row_labels: list[str], col_labels: list[str], *, nrow: int,
@@ -68,17 +78,18 @@ def image_table(cells: list[list[torch.Tensor]], row_labels: list[str], col_labe
 
 
 # ------------------------------------------------------------------------------------------- forward
-def forward_figure(schedules: dict[str, Schedule], x0: torch.Tensor, times: list[int], eps: torch.Tensor,
+def forward_figure(paths: dict[str, DiffusionPath], x0: torch.Tensor, times: list[int], eps: torch.Tensor, T: int,
                    scale: int = 4, what: str = "MNIST digit") -> Image.Image:
-    """One digit x0 (1, C, H, W) in [-1, 1] noised to each t with the same eps (1, C, H, W), a row per schedule
-    (alpha_bar differs per schedule, so each row carries its own column labels)."""
+    """One digit x0 (1, C, H, W) in [-1, 1] noised to each step t of T with the same eps (1, C, H, W), a row per
+    path (the signal left differs per path, so each row carries its own column labels). A continuous path is
+    shown at the same times, t = (step + 1) / T."""
     rows = []
-    for name, sch in schedules.items():
+    for name, path in paths.items():
         n = len(times)
-        x_t = q_sample(sch, x0.expand(n, *x0.shape[1:]), torch.tensor(times), eps.expand(n, *eps.shape[1:]))
-        ab = [float(sch.alpha_bar[t]) for t in times]
-        col_labels = [f"t = {t}\nalpha_bar = {_fmt(a)}" for t, a in zip(times, ab)]
-        rows.append(image_table([[to_unit_range(x_t[k:k + 1]) for k in range(n)]], [f"{name}\nschedule"],
+        tc = torch.tensor([(k + 1) / T for k in times], dtype=torch.float64)  # (n,) continuous times
+        x_t = q_sample(path, x0.expand(n, *x0.shape[1:]), tc, eps.expand(n, *eps.shape[1:]))
+        col_labels = [f"t = {k}\n{signal_label(path, float(t))}" for k, t in zip(times, tc)]
+        rows.append(image_table([[to_unit_range(x_t[k:k + 1]) for k in range(n)]], [name.replace("-", "\n", 1)],
                                 col_labels, nrow=1, scale=scale))
     width = max(r.width for r in rows)
     out = Image.new("RGB", (width, sum(r.height for r in rows) + 14 * (len(rows) - 1)), "white")
@@ -86,44 +97,43 @@ def forward_figure(schedules: dict[str, Schedule], x0: torch.Tensor, times: list
     for r in rows:
         out.paste(r, (0, y))
         y += r.height + 14
-    T = next(iter(schedules.values())).T
+    flow = any(not p.variance_preserving for p in paths.values())
     return titled(out, f"The forward process q(x_t | x_0): one {what}, one fixed noise eps (T = {T})",
                   "x_t = sqrt(alpha_bar_t) * x_0 + sqrt(1 - alpha_bar_t) * eps, with the same eps in every column. "
                   "alpha_bar_t = prod_{s<=t} (1 - beta_s) is the share of the variance that is still signal; "
-                  "at alpha_bar = 0.5 signal and noise weigh the same.")
-
-
-def _fmt(a: float) -> str:
-    return f"{a:.3f}" if a >= 0.01 else f"{a:.1e}"
+                  "at alpha_bar = 0.5 signal and noise weigh the same."
+                  + (" Rectified flow: x_t = (1 - t) x_0 + t eps, a straight line from the digit to the noise."
+                     if flow else ""))
 
 
 # ---------------------------------------------------------------------------------------- diagnostic
 @torch.no_grad()
-def diagnostic_figure(net, schedule: Schedule, prediction: str, x0: torch.Tensor, times: list[int],
+def diagnostic_figure(net, path: DiffusionPath, prediction: str, x0: torch.Tensor, times: list,
                       generator: torch.Generator, title: str, scale: int = 4) -> tuple[Image.Image, list[float]]:
     """The lesson's 3-row figure: x_t, the model's x0_hat from ONE network call, and x0, at each t.
     x0: (N, C, H, W) in [-1, 1]. Returns the figure and the per-t MSE of x0_hat against x0."""
-    denoiser = Denoiser(net, schedule, prediction, clip_x0=False)  # show the raw estimate, not a clipped one
+    denoiser = Denoiser(net, path, prediction, clip_x0=False)  # show the raw estimate, not a clipped one
     device = next(net.parameters()).device
     eps = torch.randn(x0.shape, generator=generator)
     rows, mses = [[], [], []], []
     for t in times:
-        tt = torch.full((x0.shape[0],), t, dtype=torch.long)
-        x_t = q_sample(schedule, x0, tt, eps)
-        x0_hat, _ = denoiser(x_t.to(device), tt.to(device))
+        tc = to_time(path, t)
+        x_t = q_sample(path, x0, tc, eps)
+        x0_hat, _ = denoiser(x_t.to(device), tc)
         x0_hat = x0_hat.cpu()
         mses.append(float((x0_hat.clamp(-1, 1) - x0).pow(2).mean()))
         for r, img in enumerate((x_t, x0_hat, x0)):
             rows[r].append(to_unit_range(img))
-    col_labels = [f"t = {t}\nalpha_bar = {_fmt(float(schedule.alpha_bar[t]))}\nMSE(x0_hat) = {m:.3f}"
+    col_labels = [f"t = {t}\n{signal_label(path, to_time(path, t))}\nMSE(x0_hat) = {m:.3f}"
                   for t, m in zip(times, mses)]
     table = image_table(rows, ["noisy input\nx_t", "model's\nestimate\nx0_hat", "original\nx_0"], col_labels,
                         nrow=min(4, x0.shape[0]), scale=scale)
     t_max = max(times)
-    amplify = float((1 - schedule.alpha_bar[t_max]) / schedule.alpha_bar[t_max]) ** 0.5
-    caption = (f"{X0_HAT_FORMULA[prediction]}: one network evaluation, no sampling loop; x_t = sqrt(alpha_bar_t) * x_0 "
-               "+ sqrt(1 - alpha_bar_t) * eps. Small t: the estimate is nearly the digit. Large t: the digit must be "
-               "guessed, and x0_hat - x_0 = -sqrt((1 - alpha_bar_t) / alpha_bar_t) * (eps_hat - eps) multiplies the "
+    alpha_max, sigma_max = (float(v) for v in path.alpha_sigma(to_time(path, t_max)))
+    amplify = sigma_max / alpha_max
+    caption = (f"{X0_HAT_FORMULA[prediction]}: one network evaluation, no sampling loop; x_t = alpha_t * x_0 "
+               "+ sigma_t * eps. Small t: the estimate is nearly the digit. Large t: the digit must be "
+               "guessed, and x0_hat - x_0 = -(sigma_t / alpha_t) * (eps_hat - eps) multiplies the "
                f"network's error by {amplify:.3g} at t = {t_max}, so the estimate is blurry or saturated. Samplers "
                "refine it over many steps (clipping it to [-1, 1] where sample.clip_x0 says so). Pictures and MSE use "
                "x0_hat clipped to [-1, 1].")
@@ -132,21 +142,22 @@ def diagnostic_figure(net, schedule: Schedule, prediction: str, x0: torch.Tensor
 
 # ---------------------------------------------------------------------------------------- trajectory
 @torch.no_grad()
-def record_trajectory(net, schedule: Schedule, sample_cfg, prediction: str, n: int, shape: tuple, *,
-                      generator: torch.Generator, device="cpu", cond=None) -> tuple[list[dict], list[int]]:
-    """Sample n images and keep every step's dict(i, t, x, x0_hat) (CPU copies). Returns (steps, timesteps)."""
+def record_trajectory(net, path: DiffusionPath, sample_cfg, prediction: str, n: int, shape: tuple, *,
+                      generator: torch.Generator, device="cpu", cond=None) -> tuple[list[dict], list]:
+    """Sample n images and keep every step's dict(i, t, x, x0_hat) (CPU copies), t as users name it (the step
+    on a DDPM path, see paths.from_time). Returns (steps, their times)."""
     frames = []
 
     def keep(d):  # the sampler's callback: x is the sample after the step from t, x0_hat the estimate at t
-        frames.append(dict(i=d["i"], t=int(d["t"]), x=d["x"].float().cpu().clamp(-1, 1),
+        frames.append(dict(i=d["i"], t=from_time(path, d["t"]), x=d["x"].float().cpu().clamp(-1, 1),
                            x0_hat=d["x0_hat"].float().cpu().clamp(-1, 1)))
 
-    generate(denoiser_for(net, schedule, prediction, sample_cfg), sample_cfg, n, shape, batch_size=n,
+    generate(denoiser_for(net, path, prediction, sample_cfg), sample_cfg, n, shape, batch_size=n,
              generator=generator, device=device, cond=cond, callback=keep)
     return frames, [f["t"] for f in frames]
 
 
-def nearest_visited(targets: list[int], visited: list[int]) -> list[int]:
+def nearest_visited(targets: list, visited: list) -> list[int]:
     """For each target step the index of the nearest visited step (few-step samplers skip most t), deduplicated."""
     out = []
     for t in targets:
@@ -156,7 +167,7 @@ def nearest_visited(targets: list[int], visited: list[int]) -> list[int]:
     return out
 
 
-def trajectory_strip(frames: list[dict], targets: list[int], title: str, nrow: int, sampler: str,
+def trajectory_strip(frames: list[dict], targets: list, title: str, nrow: int, sampler: str,
                      scale: int = 3) -> Image.Image:
     """Columns: the visited steps nearest to targets; rows: the sample after the step, and x0_hat at that step."""
     idx = nearest_visited(targets, [f["t"] for f in frames])
