@@ -23,7 +23,7 @@ from tinydiffusion.experiments.report import describe, machine, table
 from tinydiffusion.generate import denoiser_for, generate
 from tinydiffusion.io import write_text
 from tinydiffusion.models import count_parameters
-from tinydiffusion.schedules import make_schedule, continuous_time
+from tinydiffusion.paths import make_path
 from tinydiffusion.train import train
 from tinydiffusion.train.optim import make_optimizer
 from tinydiffusion.viz.plot import line_plot
@@ -74,7 +74,7 @@ def measure(net, fwd, batch: int, bf16: bool, repeats: int, channels_last: bool 
 
     def times(n):
         t = torch.randint(0, 1000, (n,), generator=g)
-        return t if integer_t else continuous_time(t, 1000)
+        return t if integer_t else (t.float() + 1) / 1000  # continuous time of the integer step
 
     def train_step():
         with autocast("cpu", bf16):
@@ -110,10 +110,10 @@ def _evaluate_ours(run: Path, mark: float, n: int, sampler: str, steps: int) -> 
     net = model_from_config(cfg, tuple(meta["shape"]), 0)
     load_weights(net, run / "snapshots" / f"{mark:g}min.safetensors")
     net.eval()
-    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    path = make_path(cfg.diffusion.path, cfg.diffusion.T)
     start = time.perf_counter()
     sample_cfg = replace(cfg.sample, sampler=sampler, steps=steps)
-    x = generate(denoiser_for(net, schedule, cfg.diffusion.prediction, sample_cfg), sample_cfg, n, (1, 28, 28),
+    x = generate(denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg), sample_cfg, n, (1, 28, 28),
                  generator=torch.Generator().manual_seed(0), bf16=use_bf16(cfg.train.precision, "cpu"))
     return dict(images=to_unit_range(x), seconds=time.perf_counter() - start)
 

@@ -17,7 +17,7 @@ from tinydiffusion.device import autocast, use_bf16
 from tinydiffusion.experiments.report import describe, machine, table
 from tinydiffusion.generate import denoiser_for, generate
 from tinydiffusion.io import write_text
-from tinydiffusion.schedules import make_schedule
+from tinydiffusion.paths import make_path
 
 from .bench import measure, timing_optimizer
 
@@ -40,12 +40,12 @@ VARIANTS = [
 
 def time_64_samples(cfg, net) -> float:
     """Seconds for 64 samples with the config's sampler (after one warm-up call), in its precision."""
-    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    path = make_path(cfg.diffusion.path, cfg.diffusion.T)
     bf16 = use_bf16(cfg.train.precision, "cpu")
     with torch.no_grad(), autocast("cpu", bf16):
         net(torch.randn(64, 1, 28, 28), torch.full((64,), 0.5))
     start = time.perf_counter()
-    generate(denoiser_for(net, schedule, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, (1, 28, 28),
+    generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, (1, 28, 28),
              generator=torch.Generator().manual_seed(0), bf16=bf16)
     return time.perf_counter() - start
 

@@ -318,13 +318,13 @@ def test_eval_every_hook_appends_a_row(cache, tmp_path):
     from tinydiffusion.checkpoint import model_from_config
     from tinydiffusion.config import apply_overrides, get_preset
     from tinydiffusion.eval.evaluate import evaluate_during_training
-    from tinydiffusion.schedules import make_schedule
+    from tinydiffusion.paths import make_path
 
     cfg = apply_overrides(get_preset("mnist"), ["train.eval_every=100", "train.eval_n=12", "sample.steps=2"])
     assert cfg.train.eval_every == 100
     torch.manual_seed(0)
     net = model_from_config(cfg, (1, 28, 28), 0)
     meta = dict(dataset="mnist", shape=[1, 28, 28], num_classes=0)
-    evaluate_during_training(net, make_schedule("linear", 1000), cfg, meta, 100, tmp_path / "m.jsonl", "cpu")
+    evaluate_during_training(net, make_path("ddpm-linear", 1000), cfg, meta, 100, tmp_path / "m.jsonl", "cpu")
     row = json.loads((tmp_path / "m.jsonl").read_text())
     assert row["step"] == 100 and row["eval"]["n"] == 12 and "fd_classifier" in row["eval"]

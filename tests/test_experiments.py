@@ -13,6 +13,7 @@ from tinydiffusion.device import native_bf16
 from tinydiffusion.errors import UserError
 from tinydiffusion.experiments import EXPERIMENTS, common, nfe, seed_checkpoints
 from tinydiffusion.experiments.seed_checkpoints import forward_check, loss_check
+from tinydiffusion.paths import DiscretePath
 from tinydiffusion.schedules import Schedule
 
 # Every trained variant: a tiny U-Net, a short chain, a few steps (overrides on top of each experiment's preset).
@@ -116,7 +117,7 @@ def test_forward_checkpoint_passes_for_the_lesson_schedule_and_fails_for_a_broke
     good = forward_check(get_preset("mnist-seed"), x0, seed=0)
     assert good["pass"] and good["t0_mean_abs_diff"] < 0.01  # sigma_0 = sqrt(1e-4) = 0.01
     # a schedule that never reaches noise: constant beta = 1e-4 leaves alpha_bar[999] = 0.905
-    monkeypatch.setattr(seed_checkpoints, "make_schedule", lambda name, T: Schedule(torch.full((T,), 1e-4)))
+    monkeypatch.setattr(seed_checkpoints, "make_path", lambda name, T: DiscretePath(Schedule(torch.full((T,), 1e-4)), "flat"))
     broken = forward_check(get_preset("mnist-seed"), x0, seed=0)
     assert not broken["pass"] and broken["tlast_var"] < 0.9
 
@@ -177,7 +178,7 @@ def test_nfe_sweep_writes_table_plots_grids_and_the_closing_note(tiny_run, tmp_p
 
 
 def test_nfe_sweep_rejects_bad_settings(tiny_run, tmp_path):
-    for flags, match in [(["--samplers", "euler"], "sampler"), (["--steps", "5,ten"], "--steps"),
+    for flags, match in [(["--samplers", "euler-a"], "sampler"), (["--steps", "5,ten"], "--steps"),
                          (["--steps", "0"], "--steps"), (["--n", "1"], "--n")]:
         with pytest.raises(UserError, match=match):
             nfe.run(build_args(tiny_run, tmp_path, flags))

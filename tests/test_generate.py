@@ -9,7 +9,7 @@ from tinydiffusion.conditioning import Cond
 from tinydiffusion.config import SampleConfig
 from tinydiffusion.generate import denoiser_for, generate
 from tinydiffusion.samplers import get_sampler
-from tinydiffusion.timesteps import make_timesteps
+from tinydiffusion.timesteps import time_grid
 
 from gaussian_oracle import LINEAR, MU, STD, GaussianOracle, denoiser
 
@@ -20,7 +20,7 @@ def test_generate_passes_eta_and_schedule_aware_spacings():
         return generate(denoiser_for(GaussianOracle(LINEAR, MU, STD), LINEAR, "eps", cfg), cfg, 8, (1, 2, 2),
                         generator=torch.Generator().manual_seed(0))
     x_T = torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(0))  # what generate draws first
-    expected = get_sampler("ddim")(denoiser(), x_T, make_timesteps(LINEAR, 10, "karras"))  # generate never clamps
+    expected = get_sampler("ddim")(denoiser(), x_T, time_grid(LINEAR, 10, "karras"))  # generate never clamps
     torch.testing.assert_close(run(0.0), expected)
     assert not torch.allclose(run(1.0), run(0.0))  # eta reached the sampler
 

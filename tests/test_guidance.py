@@ -11,11 +11,12 @@ from tinydiffusion.denoiser import Denoiser
 from tinydiffusion.errors import UserError
 from tinydiffusion.generate import denoiser_for, generate
 from tinydiffusion.guidance import ClassifierFreeGuidance
-from tinydiffusion.schedules import make_schedule
+from tinydiffusion.paths import make_path
 
 from gaussian_oracle import GaussianOracle, ode_solution
 
-LINEAR = make_schedule("linear", 1000)
+LINEAR = make_path("ddpm-linear", 1000)
+FLOW = make_path("flow")
 STD = torch.tensor([0.3, 0.6, 0.9, 0.5]).reshape(1, 2, 2)
 MUS = torch.tensor([[0.5, -0.3, 0.2, -0.6], [-0.4, 0.1, 0.6, 0.3], [0.0, 0.0, 0.0, 0.0]]).reshape(3, 1, 2, 2)
 NULL = 2  # labels 0 and 1 are classes; MUS[2] is the null label's "unconditional" Gaussian, mean 0
@@ -25,9 +26,9 @@ class ClassOracle(torch.nn.Module):
     """The exact denoiser of x0 | c ~ N(MUS[c], STD^2), as a network net(x, t, cond); counts its calls.
     NULL_LABEL (the null condition) selects MUS[NULL]."""
 
-    def __init__(self, prediction="eps"):
+    def __init__(self, prediction="eps", path=LINEAR):
         super().__init__()
-        self.oracles = [GaussianOracle(LINEAR, mu, STD, prediction) for mu in MUS]
+        self.oracles = [GaussianOracle(path, mu, STD, prediction) for mu in MUS]
         self.batches = []
 
     def forward(self, x, t, cond=None):
@@ -41,13 +42,15 @@ class ClassOracle(torch.nn.Module):
         return out
 
 
-def denoiser(prediction="eps", clip=False):
-    return Denoiser(ClassOracle(prediction), LINEAR, prediction, clip_x0=clip)
+def denoiser(prediction="eps", clip=False, path=LINEAR):
+    return Denoiser(ClassOracle(prediction, path), path, prediction, clip_x0=clip)
 
 
 def inputs(B=4, t=500, seed=0):
+    """x_t, the continuous time of step t of the DDPM table, and labels."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, 1, 2, 2, generator=g), torch.full((B,), t), Cond(labels=torch.tensor([0, 1, 0, 1]))
+    times = torch.full((B,), (t + 1) / 1000, dtype=torch.float64)
+    return torch.randn(B, 1, 2, 2, generator=g), times, Cond(labels=torch.tensor([0, 1, 0, 1]))
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
@@ -61,12 +64,13 @@ def test_w1_is_the_conditional_and_w0_the_unconditional_prediction(prediction):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("path", [LINEAR, FLOW])
 @pytest.mark.parametrize("w", [3.0, -0.5])
-def test_guidance_combines_the_two_predictions_the_same_way_for_eps_x0_and_v(w):
+def test_guidance_combines_the_two_predictions_the_same_way_for_every_prediction_and_path(w, path):
     x, t, c = inputs(t=300)
     results = []
-    for prediction in ("eps", "x0", "v"):
-        d = denoiser(prediction)
+    for prediction in ("eps", "x0", "v", "u"):
+        d = denoiser(prediction, path=path)
         (x0_c, eps_c), (x0_u, eps_u) = d(x, t, c), d(x, t, c.null())
         x0, eps = ClassifierFreeGuidance(d, w)(x, t, c)
         torch.testing.assert_close(eps, eps_u + w * (eps_c - eps_u), atol=1e-5, rtol=1e-5)
@@ -94,25 +98,26 @@ def test_rescale_matches_the_conditional_std_and_clipping_comes_after_the_combin
     assert plain.abs().max() > 1  # w = 8 extrapolates past the data range ...
     clipped, eps = ClassifierFreeGuidance(denoiser(clip=True), 8.0)(x, t, c)
     torch.testing.assert_close(clipped, plain.clamp(-1, 1))  # ... and the clip applies to the guided x0
-    alpha, sigma = LINEAR.sqrt_alpha_bar[50], LINEAR.sqrt_one_minus_alpha_bar[50]
+    alpha, sigma = LINEAR.schedule.sqrt_alpha_bar[50], LINEAR.schedule.sqrt_one_minus_alpha_bar[50]
     torch.testing.assert_close(x, alpha * clipped + sigma * eps, atol=1e-5, rtol=1e-5)  # (x0, eps) still explain x_t
     with pytest.raises(UserError, match="between 0 and 1"):
         ClassifierFreeGuidance(d, 3.0, rescale=1.5)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
-def test_guided_sampling_of_gaussians_lands_on_the_extrapolated_gaussian(prediction):
+@pytest.mark.parametrize("prediction, path, sampler", [("eps", LINEAR, "ddim"), ("v", LINEAR, "ddim"),
+                                                      ("u", FLOW, "heun")])
+def test_guided_sampling_of_gaussians_lands_on_the_extrapolated_gaussian(prediction, path, sampler):
     """Equal-variance Gaussians: E[x0|x_t] is affine in the mean, so guidance with w samples N(mu_w, STD^2),
-    mu_w = mu_u + w (mu_c - mu_u); the deterministic DDIM chain must follow that Gaussian's exact ODE."""
+    mu_w = mu_u + w (mu_c - mu_u); the deterministic chain must follow that Gaussian's exact ODE, on any path."""
     g = torch.Generator().manual_seed(1)
     x_T = torch.randn(2, 1, 2, 2, generator=g)
     labels = torch.tensor([0, 1])
-    cfg = SampleConfig(sampler="ddim", steps=250, clip_x0=False)
+    cfg = SampleConfig(sampler=sampler, steps=250 if sampler == "ddim" else 50, clip_x0=False)
     for w in (0.0, 1.0, 2.5):
-        got = generate(denoiser_for(ClassOracle(prediction), LINEAR, prediction, cfg, guidance=w), cfg, 2, (1, 2, 2),
-                       cond=Cond(labels=labels), generator=torch.Generator().manual_seed(1))
+        got = generate(denoiser_for(ClassOracle(prediction, path), path, prediction, cfg, guidance=w), cfg, 2,
+                       (1, 2, 2), cond=Cond(labels=labels), generator=torch.Generator().manual_seed(1))
         mu_w = MUS[NULL] + w * (MUS[labels] - MUS[NULL])  # (2, 1, 2, 2)
-        want = torch.stack([ode_solution(LINEAR, mu_w[i], STD, x_T[i:i + 1], 999, -1)[0] for i in range(2)])
+        want = torch.stack([ode_solution(path, mu_w[i], STD, x_T[i:i + 1], 1.0, 0.0)[0] for i in range(2)])
         torch.testing.assert_close(got.double(), want, atol=2e-2, rtol=0)  # generate() does not clamp
 
 

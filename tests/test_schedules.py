@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tinydiffusion.errors import UserError
-from tinydiffusion.schedules import continuous_time, make_schedule
+from tinydiffusion.schedules import make_schedule
 
 
 def test_linear_schedule_matches_the_ddpm_paper():
@@ -45,12 +45,6 @@ def test_tables_agree_with_their_definitions(name, T):
     assert torch.allclose(s.sqrt_alpha_bar**2 + s.sqrt_one_minus_alpha_bar**2, torch.ones(T, dtype=torch.float64))
     assert s.posterior_variance[0] == 0  # the last reverse step adds no noise
     assert (s.posterior_variance[1:] <= s.betas[1:]).all()
-
-
-def test_continuous_time_endpoints():
-    T = 1000
-    assert continuous_time(torch.tensor([T - 1]), T).item() == 1.0  # last step is pure noise
-    assert continuous_time(torch.tensor([0]), T).item() == pytest.approx(1 / T)
 
 
 def test_unknown_schedule_is_a_user_error():

@@ -12,7 +12,7 @@ from tinydiffusion.config import TrainConfig
 from tinydiffusion.data import load_dataset, to_model_range
 from tinydiffusion.models import build_model
 from tinydiffusion.objectives import diffusion_loss
-from tinydiffusion.schedules import make_schedule
+from tinydiffusion.paths import make_path
 from tinydiffusion.train import train
 from tinydiffusion.train.optim import lr_at, make_optimizer, update_ema
 
@@ -24,7 +24,7 @@ def test_a_tiny_model_learns_to_predict_the_noise():
     g = torch.Generator().manual_seed(0)
     x0 = to_model_range(load_dataset("mnist", "test").images[:64])
     net = build_model("unet-small", 1, 28, channels=16)
-    schedule = make_schedule("linear", 1000)
+    schedule = make_path("ddpm-linear", 1000)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     losses = []
     for _ in range(40):

@@ -8,6 +8,7 @@ from PIL import Image
 
 from tinydiffusion.cli import main
 from tinydiffusion.config import load_config
+from tinydiffusion.paths import make_path
 from tinydiffusion.schedules import make_schedule
 from tinydiffusion.viz.curves import crossing, loss_by_t
 from tinydiffusion.viz.figures import LESSON_TRAJECTORY_T, lesson_times, nearest_visited
@@ -111,7 +112,7 @@ def test_loss_by_t_of_a_net_that_predicts_zero_noise():
         def forward(self, x, t, cond=None):
             return torch.zeros_like(x) * self.p
 
-    schedule = make_schedule("linear", 100)
+    schedule = make_path("ddpm-linear", 100)
     x0 = torch.rand(400, 1, 8, 8) * 2 - 1
     rows = loss_by_t(Zero(), schedule, "eps", x0, bins=4, generator=torch.Generator().manual_seed(0))
     assert [r["t_lo"] for r in rows] == [0, 25, 50, 75] and rows[-1]["t_hi"] == 99

@@ -1,7 +1,7 @@
 """Noise schedules: beta_t and every table derived from it, in float64.
 
 Discrete time t is an integer in {0..T-1}; t = 0 is the least noisy step, alpha_bar[0] = 1 - beta[0].
-Continuous time in [0, 1] (0 = data, 1 = noise) is (t + 1) / T; `continuous_time` is the one place that converts.
+paths.DiscretePath puts these tables on continuous time t in [0, 1] (0 = data, 1 = noise) at (t + 1) / T.
 """
 from __future__ import annotations
 
@@ -34,11 +34,6 @@ def cosine_betas(T: int, offset: float = 0.008, max_beta: float = 0.999) -> torc
 SCHEDULES = Registry("schedule")
 SCHEDULES.add("linear", linear_betas)
 SCHEDULES.add("cosine", cosine_betas)
-
-
-def continuous_time(t: torch.Tensor, T: int) -> torch.Tensor:
-    """Discrete step t in {0..T-1} -> continuous time in (0, 1]: t = T-1 is pure noise (1.0)."""
-    return (t.to(torch.float32) + 1) / T
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ from ..data import load_dataset, to_model_range
 from ..errors import UserError
 from ..generate import denoiser_for, generate
 from ..models import count_parameters
-from ..objectives import diffusion_loss
+from ..objectives import diffusion_loss, objective_options
 from ..device import autocast, resolve_device, use_bf16
 from ..runs import load_run
 
