@@ -24,6 +24,8 @@ EXPERIMENTS.add("vae-vs-ddpm", "vae_vs_ddpm",
 EXPERIMENTS.add("seed-checkpoints", "seed_checkpoints",
                 "the lesson's three checkpoints (forward process, loss, samples), PASS/FAIL")
 EXPERIMENTS.add("nfe", "nfe", "quality vs number of function evaluations for each sampler")
+EXPERIMENTS.add("methods", "methods", "each method (DDPM, flow, ...) trained for the same minutes: quality vs NFE, "
+                "best sampler per NFE, n = 1000, three seeds, the real-digit floor")
 
 
 def load(name: str):

@@ -41,6 +41,14 @@ def check_config(cfg: Config) -> None:
                            (PRECISIONS, cfg.train.precision), (SAMPLERS, cfg.sample.sampler),
                            (SPACINGS, cfg.sample.spacing)):
         registry.check(name)
+    d = cfg.diffusion
+    continuous = make_path(d.path, d.T).T is None
+    if continuous and d.prediction == "eps":
+        raise UserError(f"prediction 'eps' cannot give x0 at t = 1 on the '{d.path}' path, where alpha = 0 and "
+                        "sampling starts; predict u, v or x0 (--set diffusion.prediction=u).")
+    if continuous and d.t_sampling == "importance":
+        raise UserError(f"t_sampling 'importance' needs a DDPM path's table of steps; '{d.path}' is continuous: "
+                        "use uniform, logit-normal or lognormal.")
 
 
 def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, quiet: bool = False) -> dict:

@@ -1,0 +1,154 @@
+"""Experiment `methods`: every method's preset trained for the same wall-clock minutes on this machine, then sampled
+at each NFE with each of its candidate samplers; one table per method and NFE with the best sampler's fd_classifier
+(mean and spread over sampling seeds, n images each), precision/recall, ms per image and training img/s, a grid per
+row and a plot of quality vs NFE. The floor is the same metric for real training digits (held out from the test
+split the metric compares against) at the same n.
+
+Later methods (DiT, latent diffusion, few-step distillation, ControlNet) add themselves to METHODS.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import common
+from .report import describe, machine, table, write_report
+from ..data import to_unit_range
+from ..device import resolve_device
+from ..errors import UserError
+from ..registry import Registry
+from ..samplers import nfe as nfe_of
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row group of the harness: the preset it trains and the samplers (and grid spacing) it is judged with."""
+
+    preset: str
+    samplers: tuple[str, ...]
+    spacing: str | None = None  # None: the preset's
+
+
+METHODS = Registry("method", " (see `tinydiffusion experiment methods --help`)")
+METHODS.add("ddpm", Method("mnist", ("dpm++2m-sde", "dpm++2m", "ddim"), "trailing"),
+            "the `mnist` preset: DDPM linear path, v-prediction, min-SNR; DPM-Solver++ samplers")
+METHODS.add("flow", Method("mnist-flow", ("euler", "heun", "dpm++2m"), "uniform"),
+            "the `mnist-flow` preset: rectified flow, velocity target, logit-normal t; Euler, Heun, DPM-Solver++")
+
+
+def add_arguments(p):
+    common.add_common(p, minutes=10.0, n=1000, sample_steps=None)
+    p.add_argument("--methods", default="ddpm,flow", help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--nfe", default="1,2,4,10,20", help="network evaluations per image to compare at")
+    p.add_argument("--seeds", type=int, default=3, help="sampling seeds for the best sampler of each row")
+
+
+def steps_for(sampler: str, nfe: int) -> int | None:
+    """The most steps whose network evaluations fit in nfe (heun: 2K - 1), or None if none do."""
+    fits = [k for k in range(1, nfe + 1) if nfe_of(sampler, k) <= nfe]
+    return max(fits) if fits else None
+
+
+def run(args) -> Path:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        METHODS.check(m)
+    try:
+        budgets = sorted({int(k) for k in args.nfe.split(",") if k.strip()})
+    except ValueError:
+        raise UserError(f"--nfe takes comma-separated whole numbers like 1,2,4,10; got '{args.nfe}'.") from None
+    if not methods or not budgets or budgets[0] < 1 or args.seeds < 1:
+        raise UserError("Give at least one method, NFE budgets of 1 or more, and --seeds of 1 or more.")
+    common.check_sizes(args)
+    out = common.out_dir(args, "methods")
+    floor = floor_rows(args)
+    rows, all_rows = [], []
+    for name in methods:
+        method = METHODS.get(name)
+        args.preset = method.preset
+        cfg = common.variant_config(args)
+        run_dir = out / "runs" / name
+        trained = common.train_variant(args, cfg, run_dir)
+        img_s = trained["steps"] * cfg.train.batch_size / (trained["minutes"] * 60)
+        for k in budgets:
+            best, tried = judge(args, run_dir, method, k)
+            all_rows += tried
+            grid = common.save_samples_grid(best.pop("images"), out / "grids" / f"{name}_nfe{k}.png")
+            rows.append(dict(method=name, nfe=k, **best, train_img_s=round(img_s, 1), train_steps=trained["steps"],
+                             grid=f"grids/{grid}"))
+            print(f"{name:>6} NFE {k:3d}: {best['sampler']} fd {best['fd_mean']:.2f} +- {best['fd_sd']:.2f}")
+    from ..viz.plot import line_plot
+
+    series = {m: [(r["nfe"], r["fd_mean"]) for r in rows if r["method"] == m] for m in methods}
+    series["real digits (floor)"] = [(k, floor["fd_mean"]) for k in budgets]
+    line_plot(series, "network evaluations per image (NFE)", f"fd_classifier at n = {args.n} (lower is better)",
+              out / "quality_vs_nfe.png", logx=True, logy=True, title=f"Methods at {args.minutes:g} minutes of training")
+    return write_report(out, f"Methods at equal wall-clock ({args.minutes:g} minutes)", body(args, rows, all_rows, floor),
+                        dict(rows=rows, tried=all_rows, floor=floor, n=args.n, seeds=args.seeds,
+                             minutes=args.minutes))
+
+
+def judge(args, run_dir: Path, method: Method, k: int) -> tuple[dict, list[dict]]:
+    """Every candidate sampler at NFE k on seed 0, then the best of them on all seeds. Returns (best row with
+    its seed-0 images, rows of every candidate on seed 0)."""
+    from ..runs import sample_run
+
+    tried, images = [], {}
+    for sampler in method.samplers:
+        steps = steps_for(sampler, k)
+        if steps is None:
+            continue
+        start = time.perf_counter()
+        x = sample_run(run_dir, args.n, sampler=sampler, steps=steps, spacing=method.spacing, seed=0,
+                       device=resolve_device(args.device))
+        ms = (time.perf_counter() - start) / args.n * 1000
+        images[sampler] = x
+        tried.append(dict(sampler=sampler, steps=steps, nfe=nfe_of(sampler, steps), ms_per_image=round(ms, 2),
+                          **common.project_metric(to_unit_range(x))))
+    best = min(tried, key=lambda r: r["fd_classifier"])
+    fds, precision, recall = [best["fd_classifier"]], [best["precision"]], [best["recall"]]
+    for seed in range(1, args.seeds):
+        x = sample_run(run_dir, args.n, sampler=best["sampler"], steps=best["steps"], spacing=method.spacing,
+                       seed=seed, device=resolve_device(args.device))
+        m = common.project_metric(to_unit_range(x))
+        fds.append(m["fd_classifier"]), precision.append(m["precision"]), recall.append(m["recall"])
+    row = dict(sampler=best["sampler"], steps=best["steps"], fd_mean=statistics.mean(fds),
+               fd_sd=statistics.stdev(fds) if len(fds) > 1 else 0.0, fd_seeds=[round(f, 2) for f in fds],
+               precision=statistics.mean(precision), recall=statistics.mean(recall), ms_per_image=best["ms_per_image"],
+               images=images[best["sampler"]])
+    return row, [dict(nfe_budget=k, **r) for r in tried]
+
+
+def floor_rows(args) -> dict:
+    """fd_classifier of `seeds` random sets of n real training digits against the test split: the best a model
+    can read at this n."""
+    from ..config import get_preset
+
+    fds = [common.project_metric(to_unit_range(common.real_images(get_preset("mnist"), args.n, seed=s, split="train")))
+           ["fd_classifier"] for s in range(args.seeds)]
+    return dict(fd_mean=statistics.mean(fds), fd_min=min(fds), fd_max=max(fds), fd_seeds=[round(f, 2) for f in fds])
+
+
+def body(args, rows: list[dict], tried: list[dict], floor: dict) -> str:
+    shown = [{**{k: v for k, v in r.items() if k not in ("grid", "fd_seeds")}, "fd_seeds": " / ".join(map(str, r["fd_seeds"])),
+              "times_floor": round(r["fd_mean"] / floor["fd_mean"], 2), "grid": f"[png]({r['grid']})"} for r in rows]
+    return f"""
+Each method's preset trained for {args.minutes:g} minutes of wall-clock on this machine ({describe(machine())}),
+alone. At each NFE every candidate sampler draws n = {args.n} images with seed 0; the best by fd_classifier is then
+drawn with seeds 0..{args.seeds - 1} and its mean and standard deviation are reported (choosing on seed 0 favours the
+chosen sampler slightly on that seed). The floor: {args.seeds} random sets of {args.n} real **training** digits (held
+out from the test split the metric compares against): fd {floor['fd_mean']:.2f} ({floor['fd_min']:.2f}-{floor['fd_max']:.2f}).
+ms_per_image: sampling the {args.n} images in batches of 256, per image.
+
+{table(shown, list(shown[0]))}
+
+![quality vs NFE](quality_vs_nfe.png)
+
+## Every candidate, seed 0
+
+{table(tried, list(tried[0]))}
+"""
