@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from tinydiffusion.checkpoint import load_weights, model_from_config
+from tinydiffusion.checkpoint import load_meta, load_weights, model_from_config
 from tinydiffusion.config import PRESETS, apply_overrides, get_preset
 from tinydiffusion.data import load_dataset, to_model_range, to_unit_range
 from tinydiffusion.device import autocast, use_bf16
+from tinydiffusion.errors import UserError
 from tinydiffusion.experiments.report import describe, machine, table
 from tinydiffusion.generate import denoiser_for, generate
 from tinydiffusion.io import write_text
@@ -140,11 +141,15 @@ def _plan(recipe: str, samplers, marks: list[float], n: int, n_slow: int) -> lis
 
 def _trained(run: Path, recipe: str, marks: list[float]) -> int | None:
     """Steps of a finished earlier training of this recipe in `run` (all mark snapshots on disk), else None."""
-    record = run / ("train.json" if recipe == "diffusers" else "meta.json")
     snaps = [run / (f"{m:g}min.pt" if recipe == "diffusers" else f"snapshots/{m:g}min.safetensors") for m in marks]
-    if not record.exists() or not all(s.exists() for s in snaps):
+    if not all(s.exists() for s in snaps):
         return None
-    return json.loads(record.read_text()).get("steps" if recipe == "diffusers" else "step")
+    if recipe == "diffusers":
+        return json.loads((run / "train.json").read_text())["steps"] if (run / "train.json").exists() else None
+    try:
+        return load_meta(run)["step"]  # the newest complete checkpoint
+    except UserError:
+        return None
 
 
 def _config(recipe: str, marks: list[float], quick: bool):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinydiffusion.checkpoint import complete_checkpoints, latest
 from tinydiffusion.cli import main
 from tinydiffusion.conditioning import text_encoder
 
@@ -84,8 +85,22 @@ def test_corrupt_and_mismatched_checkpoints(tiny_run, tmp_path, capsys):
 
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tiny_run, corrupt)
-    (corrupt / "ema.safetensors").write_bytes(b"not a checkpoint")
-    code, _, err = run(capsys, "sample", "--run", corrupt, "--n", 2, "--out", tmp_path / "a.npz")
+    folders = complete_checkpoints(corrupt)
+    for k, folder in enumerate(reversed(folders)):  # damage them newest first
+        (folder / "ema.safetensors").write_bytes(b"not a checkpoint")
+        code, _, err = run(capsys, "sample", "--run", corrupt, "--n", 2, "--out", tmp_path / f"a{k}.npz")
+        if k < len(folders) - 1:  # an older one is still whole: it is used, with a note
+            assert code == 0 and "incomplete or damaged; using step_" in err
+        else:
+            assert code == 2 and "No complete checkpoint in" in err
+
+    flat = tmp_path / "flat"  # a run from before checkpoint folders, with a corrupt EMA file
+    flat.mkdir()
+    shutil.copy(tiny_run / "config.json", flat)
+    for f in latest(tiny_run).iterdir():
+        shutil.copy(f, flat)
+    (flat / "ema.safetensors").write_bytes(b"not a checkpoint")
+    code, _, err = run(capsys, "sample", "--run", flat, "--n", 2, "--out", tmp_path / "c.npz")
     assert code == 2 and "not a readable safetensors checkpoint" in err
 
     mismatched = tmp_path / "mismatched"
@@ -98,10 +113,10 @@ def test_corrupt_and_mismatched_checkpoints(tiny_run, tmp_path, capsys):
 
 
 def test_existing_run_is_never_overwritten_without_resume(tiny_run, capsys):
-    before = (tiny_run / "model.safetensors").read_bytes()
+    before = (latest(tiny_run) / "model.safetensors").read_bytes()
     code, _, err = run(capsys, "train", "--preset", "mnist", "--steps", 1, "--out", tiny_run)
     assert code == 2 and "already holds a run" in err
-    assert (tiny_run / "model.safetensors").read_bytes() == before
+    assert (latest(tiny_run) / "model.safetensors").read_bytes() == before
 
 
 def test_resume_without_a_run_and_unwritable_output(tmp_path, capsys):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tinydiffusion.checkpoint import load_meta
 from tinydiffusion.cli import main
 from tinydiffusion.data import (
     DATASETS,
@@ -337,7 +338,7 @@ def test_a_few_training_steps_run_on_each_kind(files, tmp_path, kind):
     cfg = tiny_config(f"data.name={name}", f"data.path={files[kind]}", "train.batch_size=4",
                       f"data.hflip={kind == 'cifar'}", "sample.steps=2", steps=2)
     summary = train(cfg, tmp_path / "run", quiet=True)
-    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "run")
     shape = {"idx": [1, 12, 12], "cifar": [3, 32, 32], "folder": [3, 32, 32], "npz": [3, 8, 8]}[kind]
     assert summary["steps"] == 2 and meta["shape"] == shape and np.isfinite(summary["loss"])
     if kind == "cifar":  # colour all the way: samples, .png grid, .npz
@@ -352,14 +353,14 @@ def test_training_honours_data_image_size_and_channels(files, tmp_path):
     cfg = tiny_config("data.name=folder", f"data.path={files['folder']}", "data.image_size=16", "data.channels=1",
                       "train.batch_size=4", "sample.steps=1", steps=1)
     train(cfg, tmp_path / "run", quiet=True)
-    assert json.loads((tmp_path / "run" / "meta.json").read_text())["shape"] == [1, 16, 16]
+    assert load_meta(tmp_path / "run")["shape"] == [1, 16, 16]
 
 
 def test_train_cli_takes_data_name_and_path(files, tmp_path):
     extra = ["train.batch_size=4", "sample.steps=1", "data.name=npz", f"data.path={files['npz']}"]
     sets = [a for s in TINY + extra for a in ("--set", s)]
     assert main(["train", "--preset", "mnist", "--steps", "1", "--out", str(tmp_path / "r"), "--quiet", *sets]) == 0
-    assert json.loads((tmp_path / "r" / "meta.json").read_text())["dataset"] == "npz"
+    assert load_meta(tmp_path / "r")["dataset"] == "npz"
 
 
 # -------------------------------------------------------------------------------------------- data info

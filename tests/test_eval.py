@@ -328,3 +328,25 @@ def test_eval_every_hook_appends_a_row(cache, tmp_path):
     evaluate_during_training(net, make_path("ddpm-linear", 1000), cfg, meta, 100, tmp_path / "m.jsonl", "cpu")
     row = json.loads((tmp_path / "m.jsonl").read_text())
     assert row["step"] == 100 and row["eval"]["n"] == 12 and "fd_classifier" in row["eval"]
+
+
+def test_the_shipped_mnist_classifier_reproduces_its_recorded_test_accuracy():
+    """fd_classifier is one function on every machine: the package ships the weights; on the 10k test digits
+    they classify exactly as recorded when they were made (float32, no autocast)."""
+    from tinydiffusion.eval.features import METRIC_VERSION, classifier_outputs, load_classifier, shipped_paths
+
+    assert shipped_paths("mnist") is not None
+    net, info = load_classifier("mnist")
+    test = load_dataset("mnist", "test")
+    _, pred = classifier_outputs(net, test.images.float() / 255)
+    assert (pred == test.labels).double().mean().item() == pytest.approx(info["test_accuracy"], abs=1e-4)
+    assert info["test_accuracy"] > 0.99 and info["metric_version"] == METRIC_VERSION
+
+
+def test_eval_json_names_the_metric_version(tmp_path):
+    x = load_dataset("mnist", "test").images[:50].float() / 255
+    np.savez(tmp_path / "s.npz", images=x.numpy())
+    assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--metrics", "fd_classifier",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    import json
+    assert json.loads((tmp_path / "r.json").read_text())["classifier"]["metric_version"] == "fd_classifier/1"

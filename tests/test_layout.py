@@ -16,7 +16,7 @@ import_graph = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(import_graph)
 
 P = "tinydiffusion."
-SPINE = [P + m for m in ("schedules", "process", "timesteps", "denoiser", "objectives", "samplers", "guidance",
+SPINE = [P + m for m in ("schedules", "paths", "process", "timesteps", "denoiser", "objectives", "samplers", "guidance",
                          "generate")]
 FILES = [P + m for m in ("io", "checkpoint", "runs", "data", "conditioning.captions", "conditioning.text_encoder")]
 EDGES = [P + m for m in ("models", "viz", "cli", "eval", "train", "experiments")]
@@ -24,7 +24,7 @@ RULES = [
     (SPINE, EDGES + FILES, "the math spine works on tensors only: no networks, pictures, commands or files"),
     ([P + "models"], SPINE + FILES + [P + m for m in ("viz", "cli", "eval", "train", "experiments")],
      "a network knows nothing about diffusion"),
-    ([P + m for m in ("schedules", "process", "timesteps", "denoiser", "objectives", "samplers", "guidance",
+    ([P + m for m in ("schedules", "paths", "process", "timesteps", "denoiser", "objectives", "samplers", "guidance",
                       "generate", "models", "conditioning", "data", "eval", "train", "viz", "experiments", "runs",
                       "checkpoint", "io", "config", "device", "registry", "errors")], [P + "cli"],
      "only __main__ imports the command line"),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tinydiffusion.checkpoint import latest
 from tinydiffusion.conditioning import NULL_LABEL
 from tinydiffusion.config import TrainConfig
 from tinydiffusion.data import load_dataset, to_model_range
@@ -56,14 +57,21 @@ def test_the_optimizer_is_adamw_with_the_configured_beta2_and_fused_steps_match_
 
 
 def test_training_writes_the_run_directory(tiny_run):
-    for name in ("config.json", "meta.json", "model.safetensors", "ema.safetensors", "train_state.pt", "metrics.jsonl"):
-        assert (tiny_run / name).exists(), name
+    assert (tiny_run / "config.json").exists() and (tiny_run / "metrics.jsonl").exists()
+    assert not (tiny_run / ".lock").exists()  # released at the end
+    folders = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
+    assert folders == ["step_0000000", "step_0000004"]  # the last keep_checkpoints = 2, nothing half-written
+    ckpt = latest(tiny_run)
+    assert ckpt.name == "step_0000004"
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert manifest["step"] == 4 and set(manifest["files"]) == {"meta.json", "model.safetensors", "ema.safetensors",
+                                                                 "train_state.pt"}
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert all(set(r) >= {"step", "loss", "lr", "img_per_s"} and math.isfinite(r["loss"]) for r in rows)
-    assert json.loads((tiny_run / "meta.json").read_text())["shape"] == [1, 28, 28]
+    assert json.loads((ckpt / "meta.json").read_text())["shape"] == [1, 28, 28]
     assert list((tiny_run / "samples").glob("step_0000004.png"))
-    state = torch.load(tiny_run / "train_state.pt", weights_only=True)
+    state = torch.load(ckpt / "train_state.pt", weights_only=True)
     assert state["step"] == 4
 
 
@@ -86,11 +94,11 @@ def test_resume_continues_at_the_saved_step_with_the_same_weights(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         train(cfg, split, quiet=True)
     monkeypatch.setattr(train_module, "update_ema", update_ema)
-    assert torch.load(split / "train_state.pt", weights_only=True)["step"] == 3
+    assert torch.load(latest(split) / "train_state.pt", weights_only=True)["step"] == 3
     summary = train(cfg, split, resume=True, quiet=True)
     assert summary["steps"] == 6
     for name in ("model.safetensors", "ema.safetensors"):
-        a, b = load_file(straight / name), load_file(split / name)
+        a, b = load_file(latest(straight) / name), load_file(latest(split) / name)
         assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

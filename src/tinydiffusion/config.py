@@ -71,6 +71,8 @@ class TrainConfig:
     minutes: float = 0
     log_every: int = 50
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 2  # the newest K checkpoint folders are kept (checkpoint.py)
+    nan_policy: str = "stop"  # a non-finite loss: stop (last good checkpoint intact) | skip (the step; 10 in a row stop)
     sample_every: int = 0  # 0 = a grid at each checkpoint only
     eval_every: int = 0  # sample-quality metrics (eval/evaluate.py) every K steps; 0 = off (minutes per eval on a CPU)
     eval_n: int = 1000  # samples per evaluation
@@ -122,11 +124,15 @@ def _build(section_type, values: dict):
 
 def load_config(path: Path) -> Config:
     try:
-        return Config.from_dict(json.loads(Path(path).read_text()))
+        values = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"No config.json in {Path(path).parent}; is it a tinydiffusion run directory?") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path} is not valid JSON; the run directory is damaged.") from None
+    try:
+        return Config.from_dict(values)
+    except (TypeError, AttributeError, KeyError, ValueError):
+        raise UserError(f"{path} is JSON but not a tinydiffusion config; the run directory is damaged.") from None
 
 
 # --------------------------------------------------------------------------------------------- presets

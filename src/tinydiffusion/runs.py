@@ -1,12 +1,13 @@
 """A trained run directory as users meet it: load it, check what it can be conditioned on, sample from it."""
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CONFIG, EMA, MODEL, load_meta, load_weights, model_from_config
+from .checkpoint import CONFIG, EMA, MODEL, latest, load_meta, load_weights, model_from_config
 from .conditioning import Cond
 from .config import load_config
 from .device import use_bf16
@@ -21,9 +22,13 @@ def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu"):
     if not run_dir.is_dir():
         raise UserError(f"Run directory {run_dir} does not exist.")
     cfg = load_config(run_dir / CONFIG)
-    meta = load_meta(run_dir)
+    folder = latest(run_dir)  # the newest complete checkpoint
+    meta = load_meta(run_dir, folder)
     net = model_from_config(cfg, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
-    weights = run_dir / EMA if use_ema and (run_dir / EMA).exists() else run_dir / MODEL
+    weights = folder / EMA if use_ema and (folder / EMA).exists() else folder / MODEL
+    if use_ema and weights.name == MODEL and cfg.train.ema_decay > 0:  # trained with EMA, but its file is gone
+        print(f"note: {folder / EMA} is missing, so the raw weights ({MODEL}) are used; pass --raw to choose "
+              "them on purpose.", file=sys.stderr)
     load_weights(net, weights)
     return cfg, net.to(device).eval(), make_path(cfg.diffusion.path, cfg.diffusion.T), meta
 

@@ -77,7 +77,7 @@ def evaluate_report(images01: torch.Tensor, labels: torch.Tensor | None = None, 
         x = check_images(images01, tuple(info["image_shape"]))
         report["metrics"], report["class_histogram"] = _classifier_metrics(net, info, x, labels, dataset, wanted)
         report["classifier"] = dict(test_accuracy=info["test_accuracy"], digest=info["digest"],
-                                    architecture=info["architecture"]["name"])
+                                    architecture=info["architecture"]["name"], metric_version=info["metric_version"])
     report["metrics"] = {"n": float(len(x)), **report["metrics"]}
     if "fd_inception" in wanted:
         report["metrics"]["fd_inception"] = _fd_inception(x, dataset, Path(inception))

@@ -1,8 +1,12 @@
-"""Feature extractors for evaluation: the project's per-dataset classifier (trained here once, cached outside the
-repo) and, optionally, an Inception network from a file the user supplies.
+"""Feature extractors for evaluation: the project's per-dataset classifier and, optionally, an Inception network
+from a file the user supplies.
+
+The classifier behind fd_classifier ships inside the package for MNIST (eval/weights/mnist.safetensors + .json:
+architecture, recorded test accuracy, metric version), so the metric is the same function on every machine;
+datasets without shipped weights get one trained here once and cached outside the repo.
 
 Cache layout, under $TINYDIFFUSION_CACHE or ~/.cache/tinydiffusion:
-  classifiers/{dataset}.safetensors + {dataset}.json   weights; dataset, architecture, test accuracy
+  classifiers/{dataset}.safetensors + {dataset}.json   trained weights; dataset, architecture, test accuracy
   reference/{dataset}-{extractor}-{digest}.safetensors  test-split features, mean, covariance (per weights file)
 """
 from __future__ import annotations
@@ -35,7 +39,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tinydiffusion")
 
 
+SHIPPED = Path(__file__).parent / "weights"  # classifiers that ship with the package
+METRIC_VERSION = "fd_classifier/1"  # changes whenever a shipped classifier or the metric's definition does
+
+
+def shipped_paths(dataset: str) -> tuple[Path, Path] | None:
+    """(weights, info) of the classifier shipped for dataset, or None."""
+    weights, info = SHIPPED / f"{dataset}.safetensors", SHIPPED / f"{dataset}.json"
+    return (weights, info) if weights.exists() and info.exists() else None
+
+
 def classifier_paths(dataset: str) -> tuple[Path, Path]:
+    """Where the trained (cached) classifier of a dataset lives."""
     d = cache_dir() / "classifiers"
     return d / f"{dataset}.safetensors", d / f"{dataset}.json"
 
@@ -155,8 +170,9 @@ def train_classifier(dataset: str = "mnist", *, epochs: float = 2, limit: int | 
 
 
 def load_classifier(dataset: str) -> tuple[torch.nn.Module, dict]:
-    """(classifier in eval mode, its JSON info incl. 'digest'); trained into the cache on first use."""
-    weights, meta = classifier_paths(dataset)
+    """(classifier in eval mode, its JSON info incl. 'digest' and 'metric_version'): the shipped one where the
+    package has it, else the cached one, trained into the cache on first use."""
+    weights, meta = shipped_paths(dataset) or classifier_paths(dataset)
     if not weights.exists() or not meta.exists():
         print(f"note: no feature classifier for '{dataset}' in {weights.parent}; training one now (a few minutes "
               "on a CPU, once; `tinydiffusion eval --train-classifier` does this explicitly).", file=sys.stderr)
@@ -172,4 +188,5 @@ def load_classifier(dataset: str) -> tuple[torch.nn.Module, dict]:
         raise UserError(f"{meta} describes dataset '{info.get('dataset')}', not '{dataset}'; rebuild it with "
                         f"`tinydiffusion eval --train-classifier --dataset {dataset}`.")
     info["digest"] = file_digest(weights)
+    info.setdefault("metric_version", f"{METRIC_VERSION} (trained on this machine: compare within it only)")
     return net.eval(), info

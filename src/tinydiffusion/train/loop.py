@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..checkpoint import (CONFIG, EMA, MODEL, load_train_state, load_weights, model_from_config, pin_model_config,
-                          save_checkpoint, state_tensors)
+from ..checkpoint import (CONFIG, EMA, MODEL, latest, load_train_state, load_weights, model_from_config,
+                          pin_model_config, save_checkpoint, state_tensors)
 from ..conditioning import Cond
 from ..conditioning.captions import caption_bank
 from ..config import Config
@@ -24,13 +24,15 @@ from ..io import atomic_write
 from ..models import MODELS, count_parameters
 from ..objectives import diffusion_loss, objective_options
 from ..samplers import SAMPLERS
+from ..validate import check_fits, check_values
 from ..paths import PATHS, make_path
 from ..viz.grids import save_grid
+from .lock import run_lock
 from .optim import OPTIMIZERS, budget, lr_at, make_optimizer, update_ema
 
 
 def check_config(cfg: Config) -> None:
-    """Fail on unknown names before any data is loaded or time is spent."""
+    """Fail on unknown names and out-of-range values before any data is loaded or time is spent."""
     from ..denoiser import PREDICTIONS
     from ..objectives import T_SAMPLINGS, WEIGHTINGS
     from ..timesteps import SPACINGS
@@ -41,6 +43,7 @@ def check_config(cfg: Config) -> None:
                            (PRECISIONS, cfg.train.precision), (SAMPLERS, cfg.sample.sampler),
                            (SPACINGS, cfg.sample.spacing)):
         registry.check(name)
+    check_values(cfg)
     d = cfg.diffusion
     continuous = make_path(d.path, d.T).T is None
     if continuous and d.prediction == "eps":
@@ -51,15 +54,25 @@ def check_config(cfg: Config) -> None:
                         "use uniform, logit-normal or lognormal.")
 
 
+MAX_SKIPS_IN_ROW = 10  # nan_policy=skip stops after this many non-finite losses in a row
+
+
 def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, quiet: bool = False) -> dict:
-    """Train a denoiser with cfg, writing the run to `out`. Returns a summary dict."""
-    out, dev = Path(out), resolve_device(device)
+    """Train a denoiser with cfg, writing the run to `out` (which one process at a time may write: run_lock).
+    Returns a summary dict."""
+    out = Path(out)
     check_config(cfg)
-    bf16 = use_bf16(cfg.train.precision, dev)
     if resume and not (out / CONFIG).exists():
         raise UserError(f"Nothing to resume in {out}: it has no checkpoint. Start a new run without --resume.")
     if not resume and (out / CONFIG).exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
+    with run_lock(out):
+        return _train(cfg, out, device=device, resume=resume, quiet=quiet)
+
+
+def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) -> dict:
+    dev = resolve_device(device)
+    bf16 = use_bf16(cfg.train.precision, dev)
     tc = cfg.train
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)  # t, noise, label dropout, flips
@@ -70,6 +83,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     num_classes = data.num_classes if cfg.data.conditional else 0
     if cfg.data.conditional and not num_classes:
         raise UserError(f"Dataset '{data.name}' has no labels; set data.conditional=false.")
+    check_fits(cfg, data.shape, len(data), num_classes)  # batch vs dataset, memory: before anything is allocated
     cfg = pin_model_config(cfg, data.shape)  # config.json names every size of the network
     captions = caption_bank(cfg, data) if cfg.data.text else None  # every distinct caption encoded once
     meta = dict(dataset=data.name, shape=list(data.shape), num_classes=num_classes, class_names=data.class_names,
@@ -84,10 +98,11 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     optimizer = make_optimizer(tc, model.parameters(), dev)
     step, elapsed = 0, 0.0
     if resume:
-        state = load_train_state(out)
-        load_weights(model, out / MODEL)
+        folder = latest(out)  # the newest complete checkpoint (an older one, with a note, if it is damaged)
+        state = load_train_state(folder)
+        load_weights(model, folder / MODEL)
         if ema is not None:
-            load_weights(ema, out / EMA)
+            load_weights(ema, folder / EMA)
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         g.set_state(state["generator"])
@@ -98,7 +113,8 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     def checkpoint():
         meta["step"] = step
         save_checkpoint(out, cfg, meta, model, ema, optimizer, dict(
-            step=step, elapsed=elapsed, generator=g.get_state(), torch_rng=torch.get_rng_state()))
+            step=step, elapsed=elapsed, generator=g.get_state(), torch_rng=torch.get_rng_state()),
+            keep=tc.keep_checkpoints)
 
     def sample_grid():
         net = (ema or model).eval()
@@ -116,6 +132,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     model.train()
     (out / "metrics.jsonl").touch()
     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    skipped, in_row = 0, 0  # nan_policy=skip: steps dropped in all, and in a row
     snapshots = sorted(m for m in tc.snapshot_minutes if m * 60 > elapsed)
 
     # 2. the loop
@@ -137,17 +154,25 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
             cond = captions.batch(idx, g, tc.label_dropout).to(dev)  # dropped captions = the empty prompt
         with autocast(dev, bf16):
             loss = diffusion_loss(model, path, x0, **objective_options(cfg), cond=cond, generator=g).mean()
+        step += 1
+        if not math.isfinite(loss.item()):  # before the update: the weights never see a non-finite gradient
+            skipped, in_row = skipped + 1, in_row + 1
+            if tc.nan_policy == "stop" or in_row >= MAX_SKIPS_IN_ROW:
+                raise UserError(f"The loss became {loss.item()} at step {step}"
+                                + (f" ({in_row} steps in a row)" if in_row > 1 else "")
+                                + f"; the last good checkpoint in {out} is intact. Lower train.lr, keep "
+                                "train.grad_clip on, or set train.nan_policy=skip.")
+            elapsed += time.perf_counter() - t0
+            continue  # nan_policy=skip: this batch is dropped, the step counted in `skipped`
+        in_row = 0
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
-        step += 1
         if ema is not None:
             decay = min(tc.ema_decay, (1 + step) / (10 + step)) if tc.ema_warmup else tc.ema_decay
             update_ema(ema, model, decay)
-        if not math.isfinite(loss.item()):
-            raise UserError(f"The loss became {loss.item()} at step {step}; lower train.lr or enable train.grad_clip.")
 
         # 3. log, checkpoint, pictures
         dt = time.perf_counter() - t0
@@ -156,8 +181,9 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
         bar.update(1 if max_steps else min(dt, max(0.0, (max_seconds or 0) - bar.n)))
         if step % tc.log_every == 0 or step == max_steps:
             now = time.perf_counter()
-            row = dict(step=step, loss=window_loss / window_n, lr=lr, img_per_s=window_n * tc.batch_size / (now - window_t),
-                       elapsed_s=round(elapsed, 2), epoch=round(step / batches.steps_per_epoch, 3))
+            row = dict(step=step, loss=window_loss / max(1, window_n), lr=lr, img_per_s=window_n * tc.batch_size / (now - window_t),
+                       elapsed_s=round(elapsed, 2), epoch=round(step / batches.steps_per_epoch, 3),
+                       **({"skipped": skipped} if skipped else {}))
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix(loss=f"{row['loss']:.4f}", step=step, img_s=f"{row['img_per_s']:.0f}")
@@ -181,7 +207,7 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     sample_grid()
     return dict(steps=step, elapsed_s=elapsed, loss=loss.item() if step else float("nan"),
                 img_per_s=step * tc.batch_size / elapsed if elapsed else 0.0, parameters=meta["parameters"],
-                precision=meta["precision"])
+                precision=meta["precision"], skipped=skipped)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
