@@ -31,7 +31,7 @@ from tinydiffusion.viz.plot import line_plot
 
 from . import peers
 
-MNIST_PRESETS = ["mnist", "mnist-seed", "mnist-class"]
+MNIST_PRESETS = ["mnist", "mnist-ddpm", "mnist-seed", "mnist-class"]
 
 
 def _time(fn, repeats: int) -> float:
@@ -121,7 +121,7 @@ def _evaluate_ours(run: Path, mark: float, n: int, sampler: str, steps: int) -> 
 
 def _samplers(recipe: str, default: tuple[str, int], quick: bool) -> list[tuple[str, int]]:
     """The preset's own sampler; the 1000-step recipes are also scored with DDIM, 50 steps."""
-    if recipe == "mnist":
+    if recipe in ("mnist", "mnist-ddpm"):
         return [default]
     return [("ddim", 5 if quick else 50), ("ddpm", 10 if quick else 1000) if recipe == "diffusers" else default]
 
@@ -225,7 +225,7 @@ def metric_scale(n: int, n_slow: int) -> dict[str, float]:
 def run_bench(out: Path, quick: bool = False, recipes: list[str] | None = None, marks: list[float] | None = None,
               n: int = 500, n_slow: int = 200, resume: bool = False) -> Path:
     out = Path(out)
-    recipes = recipes or ["mnist", "mnist-seed", "diffusers"]
+    recipes = recipes or ["mnist", "mnist-ddpm", "mnist-seed", "diffusers"]
     marks = marks or ([0.05, 0.1] if quick else [2, 5, 10])
     n, n_slow = (32, 16) if quick else (n, min(n, n_slow))
     info = machine()

@@ -17,7 +17,7 @@ TINY = ["model.name=unet-small", "model.channels=8", "diffusion.T=20", "train.ba
         "train.log_every=2", "train.checkpoint_every=1000", "sample.steps=5", "sample.clip_x0=true"]
 
 
-def tiny_config(*extra: str, steps: int = 4, preset: str = "mnist"):
+def tiny_config(*extra: str, steps: int = 4, preset: str = "mnist-ddpm"):
     cfg = apply_overrides(get_preset(preset), TINY + list(extra) + [f"train.steps={steps}", "train.minutes=0"])
     return cfg
 
@@ -44,7 +44,7 @@ def class_run(tmp_path_factory):
     from tinydiffusion.train import train
 
     out = tmp_path_factory.mktemp("class_run") / "run"
-    train(tiny_config(steps=2, preset="mnist-class"), out, device="cpu", quiet=True)
+    train(tiny_config(steps=2, preset="mnist-ddpm-class"), out, device="cpu", quiet=True)
     return out
 
 
@@ -74,6 +74,6 @@ def text_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(text_encoder, "get_encoder", lambda device="cpu": StubEncoder())
     out = tmp_path_factory.mktemp("text_run") / "run"
-    train(tiny_config(steps=2, preset="mnist-text"), out, device="cpu", quiet=True)
+    train(tiny_config(steps=2, preset="mnist-ddpm-text"), out, device="cpu", quiet=True)
     yield out
     mp.undo()

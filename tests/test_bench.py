@@ -6,6 +6,7 @@ import pytest
 
 from tinydiffusion.cli import main
 from tinydiffusion.cli.bench import load_bench
+from tinydiffusion.config import get_preset
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_resume_reuses_the_finished_training_and_scores_only_missing_rows(bench,
     evaluate = bench._evaluate_ours
     monkeypatch.setattr(bench, "_evaluate_ours", lambda *a: scored.append(a[1:]) or evaluate(*a))
     again = json.loads((bench.run_bench(out, quick=True, recipes=["mnist"], resume=True) / "bench.json").read_text())
-    assert scored == [(first[-1]["minutes"], first[-1]["n"], "dpm++2m-sde", 10)]
+    assert scored == [(first[-1]["minutes"], first[-1]["n"], get_preset("mnist").sample.sampler, 10)]  # the preset's own sampler
     assert [r["train_steps"] for r in again["quality"]] == [r["train_steps"] for r in first]
     assert [r["fd_classifier"] for r in again["quality"]][:-1] == [r["fd_classifier"] for r in first][:-1]
 

@@ -23,7 +23,7 @@ def run(capsys, *argv):
 
 def test_train_then_sample_npz_and_png(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--preset", "mnist", "--steps", 2, "--out", out, "--quiet"] + sum([["--set", s] for s in TINY], [])
+    args = ["train", "--preset", "mnist-ddpm", "--steps", 2, "--out", out, "--quiet"] + sum([["--set", s] for s in TINY], [])
     code, stdout, err = run(capsys, *args)
     assert code == 0, err
     assert "trained 2 steps" in stdout

@@ -195,3 +195,40 @@ def test_steps_for_budget_never_exceeds_the_budget():
     for budget in range(1, 30):
         assert nfe.steps_for_budget("ddim", budget) == budget
         assert 2 * nfe.steps_for_budget("heun", budget) - 1 <= budget
+
+
+def test_backbones_puts_unet_and_dit_side_by_side_at_each_mark(tmp_path):
+    out = tmp_path / "bb"
+    sets = [a for s in ("model.channels=16", "train.batch_size=8", "train.precision=fp32", "sample.steps=2",
+                        "train.log_every=1") for a in ("--set", s)]
+    assert main(["experiment", "backbones", "--marks", "0.01,0.02", "--n", "4", "--seeds", "2", "--device", "cpu",
+                 "--quiet", "--out", str(out), *sets]) == 0
+    r = results(out)
+    assert [(c["preset"], c["model"]) for c in r["cost"]] == [("mnist", "unet-patch"), ("mnist-dit", "dit-tiny")]
+    for c in r["cost"]:
+        assert c["params_M"] > 0 and c["gflops_per_image"] > 0 and c["train_img_s"] > 0 and c["sample_img_nfe_s"] > 0
+    assert [(q["preset"], q["minutes"]) for q in r["quality"]] == [
+        ("mnist", 0.01), ("mnist", 0.02), ("mnist-dit", 0.01), ("mnist-dit", 0.02)]
+    assert all(len(q["fd_seeds"].split(" / ")) == 2 for q in r["quality"])
+    assert (out / "quality_vs_minutes.png").exists() and (out / "grids" / "mnist-dit_0.02min.png").exists()
+    assert (out / "runs" / "mnist-dit" / "snapshots" / "0.01min.safetensors").exists()
+
+
+def test_gflops_count_two_per_multiply_add():
+    from tinydiffusion.experiments.backbones import gflops_per_image
+
+    class Conv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+
+        def forward(self, x, t):
+            return self.conv(x)
+
+    assert gflops_per_image(Conv(), (1, 28, 28)) == pytest.approx(2 * 9 * 28 * 28 / 1e9)
+
+
+@pytest.mark.parametrize("marks", ["2,x", "0,5", ""])
+def test_backbones_refuses_bad_marks(tmp_path, capsys, marks):
+    assert main(["experiment", "backbones", "--marks", marks, "--out", str(tmp_path / "bb")]) == 2
+    assert "--marks" in capsys.readouterr().err and not (tmp_path / "bb").exists()

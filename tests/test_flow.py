@@ -23,7 +23,7 @@ from conftest import TINY, tiny_config
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("flow_run") / "run"
-    train(tiny_config(preset="mnist-flow"), out, device="cpu", quiet=True)
+    train(tiny_config(preset="mnist"), out, device="cpu", quiet=True)
     return out
 
 
@@ -70,7 +70,7 @@ def test_flow_runs_through_the_cli_sample_and_pictures(flow_run, tmp_path):
 
 def test_class_conditional_flow_with_guidance(tmp_path):
     out = tmp_path / "fc"
-    train(tiny_config(steps=2, preset="mnist-flow-class"), out, device="cpu", quiet=True)
+    train(tiny_config(steps=2, preset="mnist-class"), out, device="cpu", quiet=True)
     assert main(["sample", "--run", str(out), "--classes", "3,1", "--guidance", "3", "--steps", "2",
                  "--out", str(tmp_path / "g.png")]) == 0
 
@@ -82,7 +82,7 @@ def test_class_conditional_flow_with_guidance(tmp_path):
 ])
 def test_bad_flow_settings_are_one_sentence(tmp_path, capsys, bad, match):
     sets = [a for s in TINY for a in ("--set", s)]
-    assert main(["train", "--preset", "mnist-flow", "--steps", "1", *sets, *bad, "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--preset", "mnist", "--steps", "1", *sets, *bad, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err and not (tmp_path / "r" / "config.json").exists()
 
@@ -104,5 +104,5 @@ def test_the_methods_harness_trains_each_method_and_tabulates_quality_per_nfe(tm
 
 
 def test_unknown_method_is_one_sentence(tmp_path, capsys):
-    assert main(["experiment", "methods", "--methods", "dit", "--out", str(tmp_path / "m")]) == 2
-    assert "Unknown method 'dit'" in capsys.readouterr().err
+    assert main(["experiment", "methods", "--methods", "gan", "--out", str(tmp_path / "m")]) == 2
+    assert "Unknown method 'gan'" in capsys.readouterr().err

@@ -133,7 +133,7 @@ def test_label_dropout_hits_its_rate(tmp_path, monkeypatch):
         return sum(p.sum() for p in model.parameters()) * 0 + torch.ones(x0.shape[0])
 
     monkeypatch.setattr(train_module, "diffusion_loss", spy)
-    cfg = tiny_config("train.batch_size=500", "train.label_dropout=0.1", steps=12, preset="mnist-class")
+    cfg = tiny_config("train.batch_size=500", "train.label_dropout=0.1", steps=12, preset="mnist-ddpm-class")
     train_module.train(cfg, tmp_path / "run", device="cpu", quiet=True)
     labels = torch.cat(seen)  # 6000 labels; the binomial std of the rate is 0.004
     assert abs((labels == NULL_LABEL).float().mean().item() - 0.1) < 0.02

@@ -16,8 +16,9 @@ from .generate import denoiser_for, generate
 from .paths import make_path
 
 
-def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu"):
-    """(cfg, net, path, meta) of a trained run; net in eval mode, EMA weights when they exist."""
+def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu", weights: Path | None = None):
+    """(cfg, net, path, meta) of a trained run; net in eval mode, EMA weights when they exist. `weights`: a
+    weights file to load instead of the checkpoint's (e.g. snapshots/5min.safetensors)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"Run directory {run_dir} does not exist.")
@@ -25,8 +26,12 @@ def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu"):
     folder = latest(run_dir)  # the newest complete checkpoint
     meta = load_meta(run_dir, folder)
     net = model_from_config(cfg, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
-    weights = folder / EMA if use_ema and (folder / EMA).exists() else folder / MODEL
-    if use_ema and weights.name == MODEL and cfg.train.ema_decay > 0:  # trained with EMA, but its file is gone
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UserError(f"Weights file {weights} does not exist.")
+    else:
+        weights = folder / EMA if use_ema and (folder / EMA).exists() else folder / MODEL
+    if use_ema and weights == folder / MODEL and cfg.train.ema_decay > 0:  # trained with EMA, but its file is gone
         print(f"note: {folder / EMA} is missing, so the raw weights ({MODEL}) are used; pass --raw to choose "
               "them on purpose.", file=sys.stderr)
     load_weights(net, weights)
@@ -72,19 +77,19 @@ def conditioning(cfg, meta: dict, *, labels: torch.Tensor | None = None, prompts
 
 def sample_run(run_dir: Path, n: int, *, sampler: str | None = None, steps: int | None = None,
                spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
-               use_ema: bool = True) -> torch.Tensor:
+               use_ema: bool = True, weights: Path | None = None) -> torch.Tensor:
     """Load a run and draw n samples with its sampling config (sampler, steps and spacing overridable)."""
     return sample_conditional(run_dir, n, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
-                              batch_size=batch_size, device=device, use_ema=use_ema)[0]
+                              batch_size=batch_size, device=device, use_ema=use_ema, weights=weights)[0]
 
 
 def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, steps: int | None = None,
                        spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
                        use_ema: bool = True, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
-                       guidance: float | None = None, guidance_rescale: float = 0.0):
+                       guidance: float | None = None, guidance_rescale: float = 0.0, weights: Path | None = None):
     """(images (n, C, H, W) in [-1, 1], labels (n,) or None) from a run, for n labels or n prompts (or
     neither), with optional classifier-free guidance; bad requests raise UserError before any sampling."""
-    cfg, net, path, meta = load_run(run_dir, use_ema=use_ema, device=device)
+    cfg, net, path, meta = load_run(run_dir, use_ema=use_ema, device=device, weights=weights)
     for given, what in ((labels, "labels"), (prompts, "prompts")):
         if given is not None and len(given) != n:
             raise UserError(f"Give one of the {what} per image: got {len(given)} for {n} images.")

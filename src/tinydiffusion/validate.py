@@ -24,6 +24,8 @@ RULES: list[Rule] = [
     ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("model.patch_size", lambda v: v >= 1, "at least 1"),
     ("model.context_dim", lambda v: v >= 1, "at least 1"),
+    ("model.depth", lambda v: v >= 1, "at least 1"),
+    ("model.heads", lambda v: v >= 1, "at least 1"),
     ("diffusion.T", lambda v: 2 <= v <= 100_000, "between 2 and 100000"),
     ("diffusion.logit_std", lambda v: v > 0, "positive"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),

@@ -14,7 +14,7 @@ def add_bench(sub):
     p = sub.add_parser("bench", help="throughput per preset and quality vs wall-clock against peers (minutes to hours)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.md, bench.json and the plot")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke version (tiny budgets, few samples)")
-    p.add_argument("--recipes", default="mnist,mnist-seed,diffusers",
+    p.add_argument("--recipes", default="mnist,mnist-ddpm,mnist-seed,diffusers",
                    help="comma-separated: presets and/or 'diffusers' (needs `pip install diffusers`)")
     p.add_argument("--minutes", default="2,5,10", help="wall-clock marks at which quality is measured")
     p.add_argument("--n", type=int, default=500, help="samples per quality measurement")

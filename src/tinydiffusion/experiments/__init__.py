@@ -26,6 +26,8 @@ EXPERIMENTS.add("seed-checkpoints", "seed_checkpoints",
 EXPERIMENTS.add("nfe", "nfe", "quality vs number of function evaluations for each sampler")
 EXPERIMENTS.add("methods", "methods", "each method (DDPM, flow, ...) trained for the same minutes: quality vs NFE, "
                 "best sampler per NFE, n = 1000, three seeds, the real-digit floor")
+EXPERIMENTS.add("backbones", "backbones", "U-Net and DiT (or any presets) at equal wall-clock: params, GFLOPs/image, "
+                "img/s, and fd_classifier after 2/5/10 minutes, n = 1000, three seeds")
 
 
 def load(name: str):

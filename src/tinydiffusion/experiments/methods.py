@@ -29,16 +29,23 @@ class Method:
     """A row group of the harness: the preset it trains and the samplers (and grid spacing) it is judged with."""
 
     preset: str
-    samplers: tuple[str, ...]
+    samplers: tuple[str, ...]  # candidates: "sampler" on `spacing`, or "sampler@spacing" on its own grid
     spacing: str | None = None  # None: the preset's
+
+    def candidates(self) -> list[tuple[str, str, str | None]]:
+        """(label, sampler, spacing) of every candidate."""
+        return [(c, c.partition("@")[0], c.partition("@")[2] or self.spacing) for c in self.samplers]
 
 
 METHODS = Registry("method", " (see `tinydiffusion experiment methods --help`)")
-METHODS.add("ddpm", Method("mnist", ("dpm++2m-sde", "dpm++2m", "ddim"), "trailing"),
-            "the `mnist` preset: DDPM linear path, v-prediction, min-SNR; DPM-Solver++ samplers")
-METHODS.add("flow", Method("mnist-flow", ("euler", "heun", "dpm++2m"), "uniform"),
-            "the `mnist-flow` preset: rectified flow, velocity target, logit-normal t; Euler, Heun, DPM-Solver++")
+METHODS.add("ddpm", Method("mnist-ddpm", ("dpm++2m-sde", "dpm++2m", "ddim"), "trailing"),
+            "the `mnist-ddpm` preset: DDPM linear path, v-prediction, min-SNR; DPM-Solver++ samplers")
+METHODS.add("flow", Method("mnist", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
+            "the `mnist` preset: rectified flow, velocity target, logit-normal t; Euler, Heun, DPM-Solver++ "
+            "(2M also on SD3's shifted grid; 2M SDE)")
 
+METHODS.add("dit", Method("mnist-dit", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
+            "the `mnist-dit` preset: the `mnist` flow recipe on a Diffusion Transformer (dit-tiny, 4x4 patches)")
 
 def add_arguments(p):
     common.add_common(p, minutes=10.0, n=1000, sample_steps=None)
@@ -97,22 +104,23 @@ def judge(args, run_dir: Path, method: Method, k: int) -> tuple[dict, list[dict]
     its seed-0 images, rows of every candidate on seed 0)."""
     from ..runs import sample_run
 
-    tried, images = [], {}
-    for sampler in method.samplers:
+    tried, images, grids = [], {}, {}
+    for label, sampler, spacing in method.candidates():
         steps = steps_for(sampler, k)
         if steps is None:
             continue
         start = time.perf_counter()
-        x = sample_run(run_dir, args.n, sampler=sampler, steps=steps, spacing=method.spacing, seed=0,
+        x = sample_run(run_dir, args.n, sampler=sampler, steps=steps, spacing=spacing, seed=0,
                        device=resolve_device(args.device))
         ms = (time.perf_counter() - start) / args.n * 1000
-        images[sampler] = x
-        tried.append(dict(sampler=sampler, steps=steps, nfe=nfe_of(sampler, steps), ms_per_image=round(ms, 2),
+        images[label], grids[label] = x, (sampler, spacing)
+        tried.append(dict(sampler=label, steps=steps, nfe=nfe_of(sampler, steps), ms_per_image=round(ms, 2),
                           **common.project_metric(to_unit_range(x))))
     best = min(tried, key=lambda r: r["fd_classifier"])
     fds, precision, recall = [best["fd_classifier"]], [best["precision"]], [best["recall"]]
+    sampler, spacing = grids[best["sampler"]]
     for seed in range(1, args.seeds):
-        x = sample_run(run_dir, args.n, sampler=best["sampler"], steps=best["steps"], spacing=method.spacing,
+        x = sample_run(run_dir, args.n, sampler=sampler, steps=best["steps"], spacing=spacing,
                        seed=seed, device=resolve_device(args.device))
         m = common.project_metric(to_unit_range(x))
         fds.append(m["fd_classifier"]), precision.append(m["precision"]), recall.append(m["recall"])

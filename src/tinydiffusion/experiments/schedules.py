@@ -11,7 +11,7 @@ SCHEDULES = ("linear", "cosine")
 
 
 def add_arguments(p):
-    common.add_common(p, minutes=3.0)
+    common.add_common(p, minutes=3.0, preset="mnist-ddpm")
 
 
 def run(args) -> Path:

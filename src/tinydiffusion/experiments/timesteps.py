@@ -10,7 +10,7 @@ from ..errors import UserError
 
 
 def add_arguments(p):
-    common.add_common(p, minutes=3.0)
+    common.add_common(p, minutes=3.0, preset="mnist-ddpm")
     p.add_argument("--T-values", default="1000,500,200", help="comma-separated chain lengths (default 1000,500,200)")
 
 

@@ -17,7 +17,7 @@ from ..device import resolve_device
 
 
 def add_arguments(p):
-    common.add_common(p, minutes=3.0, n=128, sample_steps=None)
+    common.add_common(p, minutes=3.0, preset="mnist-ddpm", n=128, sample_steps=None)
     p.add_argument("--latent-dim", type=int, default=16, help="VAE latent size (default 16)")
 
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..registry import Registry
+from .dit import DiT
 from .seed_unet import SeedUNet
 from .unet import UNet
 
@@ -24,6 +25,11 @@ MODELS.add("unet", partial(UNet, channels=64, channel_mult=(1, 2, 2), num_res_bl
            "improved U-Net, 64 channels x (1,2,2), 2 blocks per level, attention at 7/8 px")
 MODELS.add("unet-large", partial(UNet, channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, dropout=0.1),
            "improved U-Net, 128 channels x (1,2,2,2), dropout 0.1 (for GPUs, 32x32 colour)")
+MODELS.add("dit-tiny", partial(DiT, channels=128, depth=4, heads=4, patch_size=2),
+           "Diffusion Transformer, 4 blocks x 128 wide, 4 heads, 2x2 patches (196 tokens at 28 px), adaLN-Zero "
+           "(1.2M: the same parameter count as unet-patch)")
+MODELS.add("dit-s", partial(DiT, channels=384, depth=12, heads=6, patch_size=2),
+           "DiT-S/2 (Peebles & Xie 2023): 12 blocks x 384 wide, 6 heads, 2x2 patches (~33M, for GPUs)")
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int = 0, **overrides) -> nn.Module:
@@ -31,7 +37,7 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int =
     constructor = MODELS.get(name)
     if name == "seed-unet" and image_size != 28:
         raise UserError("seed-unet works on 28x28 images only; choose 'unet' for other sizes.")
-    if name != "seed-unet":
+    if _backbone(name) is UNet:
         overrides.setdefault("attention_resolutions", _lowest_resolution(image_size, overrides, name))
     try:
         return constructor(in_channels=in_channels, image_size=image_size, num_classes=num_classes, **overrides)
@@ -53,13 +59,21 @@ def _lowest_resolution(image_size: int, overrides: dict, name: str) -> tuple:
 def resolved_options(name: str, image_size: int, overrides: dict) -> dict:
     """Every size option of a registered U-Net as it will be built (the registry's value unless overridden), for a
     run's config.json: the run then rebuilds the same network even if the registry's sizes change later."""
-    if name == "seed-unet" or name not in MODELS:
+    cls = _backbone(name)
+    if cls is None:
         return dict(overrides)
-    defaults = {k: p.default for k, p in inspect.signature(UNet).parameters.items() if p.default is not p.empty}
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
     options = {**defaults, **MODELS[name].keywords, **overrides}
-    options["attention_resolutions"] = overrides.get("attention_resolutions",
-                                                     _lowest_resolution(image_size, overrides, name))
+    if cls is UNet:
+        options["attention_resolutions"] = overrides.get("attention_resolutions",
+                                                         _lowest_resolution(image_size, overrides, name))
     return options
+
+
+def _backbone(name: str):
+    """The class a registered name builds with its sizes (UNet, DiT), or None (seed-unet, unknown names)."""
+    entry = MODELS[name] if name in MODELS else None
+    return entry.func if isinstance(entry, partial) else None
 
 
 def count_parameters(model: nn.Module) -> int:

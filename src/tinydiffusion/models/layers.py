@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from ..registry import Registry
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Sinusoidal embedding (Vaswani et al. 2017; Ho et al. 2020 appendix B) of continuous time t in [0, 1],
-    scaled by 1000 so that it matches the usual embedding of integer steps. (B,) -> (B, dim)."""
+    scaled by 1000 so that it matches the usual embedding of integer steps. (B,) -> (B, dim), in `dtype`
+    (float64 where a derivative in t is checked against finite differences)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = 1000.0 * t.float()[:, None] * freqs[None]  # (B, half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = 1000.0 * t.to(dtype)[:, None] * freqs[None]  # (B, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 

@@ -9,11 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .condition import Conditioned
 from .layers import (CrossAttention, Downsample, ResBlock, SelfAttention, Upsample, norm,
                      timestep_embedding)
 
 
-class UNet(nn.Module):
+class UNet(Conditioned):
     """net(x, t, cond=None) -> eps/x0/v shaped like x. t: (B,) continuous time in [0, 1]. cond: a Cond with class
     labels for a class model (NULL_LABEL, or cond=None, means unconditional), or with token states for a text
     model (context_dim > 0; cond=None or a row without tokens means unconditional).
@@ -33,16 +34,9 @@ class UNet(nn.Module):
         # Patchify (Peebles & Xie 2023, for a U-Net): p x p pixels -> p*p channels, so the U-Net's first level
         # runs at image_size / p; the output is shuffled back to full resolution.
         self.patch_size, in_channels, image_size = patch_size, in_channels * patch_size ** 2, image_size // patch_size
-        if num_classes and context_dim:
-            raise UserError("A U-Net takes class labels or text, not both; set num_classes or context_dim.")
-        self.num_classes, self.emb_channels, self.context_dim = num_classes, channels, context_dim
-        emb_dim = 4 * channels
+        self.emb_channels, emb_dim = channels, 4 * channels
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
-        if context_dim:
-            self.context_norm = nn.LayerNorm(context_dim)
-            self.null_token = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)  # (1, 1, D)
-            self.pooled_emb = nn.Linear(context_dim, emb_dim)
+        self.setup_condition(num_classes, context_dim, emb_dim)  # label embedding / null token (condition.py)
         if cross_attention_resolutions is None:
             cross_attention_resolutions = [image_size]
             for _ in range(len(channel_mult) - 1):
@@ -93,43 +87,8 @@ class UNet(nn.Module):
             block.append(CrossAttention(c_out, context_dim, heads, norm_kind))
         return block
 
-    def context(self, cond, B: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(states (B, 1 + L, D), mask (B, 1 + L)): the learned null token first, always attended to."""
-        if not self.context_dim:
-            return None
-        tokens = None if cond is None else cond.tokens
-        if tokens is None and cond is not None and cond.labels is not None:
-            raise UserError("This text model reads prompts, not class labels; give it a prompt's token states.")
-        if tokens is None:  # unconditional: no tokens besides the null token
-            tokens, mask = torch.zeros(B, 0, self.context_dim, device=device), torch.zeros(B, 0, dtype=torch.bool,
-                                                                                           device=device)
-        elif tokens.shape[-1] != self.context_dim:
-            raise UserError(f"This text model needs {self.context_dim}-d token states as cond "
-                            "(encode the prompt with tinydiffusion.conditioning.text_encoder).")
-        else:
-            mask = cond.mask
-        tokens = torch.cat([self.null_token.expand(B, 1, -1).to(tokens.dtype), tokens], dim=1)
-        mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=device), mask.bool()], dim=1)
-        return self.context_norm(tokens), mask
-
     def embed(self, t: torch.Tensor, cond) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.emb_channels))  # (B, 4C)
-        if self.label_emb is not None:
-            labels = None if cond is None else cond.labels
-            if labels is None and cond is not None and cond.tokens is not None:
-                raise UserError("This model is class-conditional; give it class labels, not a text prompt.")
-            if labels is None:
-                labels = torch.full_like(t, self.num_classes, dtype=torch.long)
-            labels = labels.long()
-            emb = emb + self.label_emb(labels.where(labels >= 0, self.num_classes))  # NULL_LABEL -> the null row
-        tokens = None if cond is None else cond.tokens
-        if self.context_dim and tokens is not None:
-            mask = cond.mask[..., None].to(tokens.dtype)  # (B, L, 1)
-            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, L, D) -> (B, D); null -> 0
-            emb = emb + self.pooled_emb(pooled)
-        elif self.context_dim:
-            emb = emb + self.pooled_emb.bias  # the pooled null prompt is the zero vector
-        return emb
+        return self.condition_embedding(cond, self.time_mlp(timestep_embedding(t, self.emb_channels)))  # (B, 4C)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         ctx = self.context(cond, x.shape[0], x.device)
