@@ -119,6 +119,17 @@ def test_existing_run_is_never_overwritten_without_resume(tiny_run, capsys):
     assert (latest(tiny_run) / "model.safetensors").read_bytes() == before
 
 
+def test_train_resume_continues_a_run_from_its_own_config_json(tmp_path, capsys):
+    """`--resume` reads the run's config.json, where every model option is pinned (context_dim 0 included)."""
+    out = tmp_path / "r"
+    code, _, _ = run(capsys, "train", "--preset", "mnist-ddpm", "--steps", 2, "--out", out, "--quiet",
+                     *sum([["--set", s] for s in TINY], []))
+    assert code == 0 and '"context_dim": 0' in (out / "config.json").read_text()
+    code, printed, err = run(capsys, "train", "--resume", "--out", out, "--steps", 4, "--quiet")
+    assert code == 0, err
+    assert "trained 4 steps" in printed and (out / "checkpoints" / "step_0000004").is_dir()
+
+
 def test_resume_without_a_run_and_unwritable_output(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--resume", "--out", tmp_path / "nothing", "--steps", 1)
     assert code == 2 and "No config.json" in err

@@ -123,3 +123,23 @@ def test_a_dit_trains_samples_and_reloads_through_the_cli(tmp_path, capsys):
     code = main(["train", "--preset", "mnist-dit", "--steps", "1", "--out", str(tmp_path / "bad"),
                  "--set", "model.patch_size=3"])
     assert code == 2 and "patch_size 3 does not divide the image size 28" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path, prediction, sampler", [
+    ("ddpm-linear", "eps", "ddpm"), ("vp-cosine", "v", "dpm++2m"), ("flow", "u", "heun")])
+def test_a_class_dit_trains_and_samples_with_guidance_on_every_kind_of_path(tmp_path, path, prediction, sampler):
+    from tinydiffusion.runs import sample_conditional
+    from tinydiffusion.train import train
+
+    cfg = tiny_config("model.name=dit-tiny", "model.channels=16", "model.depth=1", "model.heads=2",
+                      "model.patch_size=4", f"diffusion.path={path}", f"diffusion.prediction={prediction}",
+                      "diffusion.t_sampling=uniform", "diffusion.weighting=none", f"sample.sampler={sampler}",
+                      "sample.spacing=uniform", steps=2, preset="mnist-dit-class")
+    train(cfg, tmp_path / "run", device="cpu", quiet=True)
+    x, labels = sample_conditional(tmp_path / "run", 4, labels=torch.tensor([0, 3, 7, 9]), guidance=3.0, steps=3)
+    assert x.shape == (4, 1, 28, 28) and torch.isfinite(x).all() and labels.tolist() == [0, 3, 7, 9]
+
+
+def test_a_u_net_option_given_to_a_dit_names_the_options_it_takes():
+    with pytest.raises(UserError, match="has no option scale_shift; it takes channels, context_dim, depth, heads"):
+        build_model("dit-tiny", 1, 28, scale_shift=True)

@@ -32,7 +32,7 @@ def test_bad_values_are_one_sentence_before_any_work(tmp_path, capsys, flags, me
 
 def test_the_memory_refusal_names_the_parameter_count_and_the_bytes():
     cfg = apply_overrides(get_preset("mnist"), ["model.channels=100000000"])
-    with pytest.raises(UserError, match=r"has [\d,]+ parameters: training it needs about [\d.]+ GiB"):
+    with pytest.raises(UserError, match=r"has [\d,]+ parameters: training it needs about [\d,.]+ GiB"):
         check_fits(cfg, (1, 28, 28), 60000)
 
 

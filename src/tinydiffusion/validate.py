@@ -23,7 +23,7 @@ RULES: list[Rule] = [
     ("model.attention_resolutions", lambda v: all(r >= 1 for r in v), "resolutions of at least 1 pixel"),
     ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("model.patch_size", lambda v: v >= 1, "at least 1"),
-    ("model.context_dim", lambda v: v >= 1, "at least 1"),
+    ("model.context_dim", lambda v: v >= 0, "0 (no text) or more"),  # a run's config.json pins 0 for no text
     ("model.depth", lambda v: v >= 1, "at least 1"),
     ("model.heads", lambda v: v >= 1, "at least 1"),
     ("diffusion.T", lambda v: 2 <= v <= 100_000, "between 2 and 100000"),
@@ -104,7 +104,7 @@ def check_fits(cfg, shape: tuple[int, int, int], n_images: int, num_classes: int
                         "values.") from None
     need, have = params * 4 * 5, available_bytes()
     if have is not None and need > have:
-        raise UserError(f"The network has {params:,} parameters: training it needs about {need / 2**30:.1f} GiB "
+        raise UserError(f"The network has {params:,} parameters: training it needs about {need / 2**30:,.1f} GiB "
                         f"(weights, gradients, Adam moments, EMA) before activations, and this machine has "
                         f"{have / 2**30:.1f} GiB available; lower model.channels.")
     return params

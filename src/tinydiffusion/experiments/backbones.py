@@ -89,11 +89,11 @@ def run(args) -> Path:
             quality.append(dict(preset=name, minutes=mark, **r, times_floor=r["fd_mean"] / floor["fd_mean"],
                                 grid=f"[png](grids/{grid})"))
             print(f"{name:>12} {mark:g} min: fd {r['fd_mean']:.2f} +- {r['fd_sd']:.2f}")
-        cost.append(dict(preset=name, model=cfg.model.name, patch=cfg.model.patch_size,
+        cost.append(dict(preset=name, model=cfg.model.name, patch=getattr(net, "patch_size", cfg.model.patch_size),
                          params_M=count_parameters(net) / 1e6,
                          gflops_per_image=gflops_per_image(net, tuple(meta["shape"])),
                          train_img_s=trained["steps"] * cfg.train.batch_size / (trained["minutes"] * 60),
-                         train_steps=trained["steps"], sampler=f"{cfg.sample.sampler} {cfg.sample.steps}",
+                         train_steps=trained["steps"], sampler=f"{cfg.sample.sampler} {cfg.sample.steps} {cfg.sample.spacing}",
                          sample_img_nfe_s=args.n * nfe / quality[-1].pop("seconds")))
         for row in quality:
             row.pop("seconds", None)

@@ -42,6 +42,13 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int =
     try:
         return constructor(in_channels=in_channels, image_size=image_size, num_classes=num_classes, **overrides)
     except TypeError as e:
+        cls = _backbone(name)
+        if cls is not None:
+            takes = set(inspect.signature(cls).parameters)
+            foreign = sorted(k for k in overrides if k not in takes)
+            if foreign:
+                raise UserError(f"Model '{name}' ({cls.__name__}) has no option {', '.join(foreign)}; it takes "
+                                f"{', '.join(sorted(takes - {'in_channels', 'image_size', 'num_classes'}))}.") from None
         raise UserError(f"Bad option for model '{name}': {e}.") from None
 
 
