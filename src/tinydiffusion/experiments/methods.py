@@ -4,7 +4,7 @@ at each NFE with each of its candidate samplers; one table per method and NFE wi
 row and a plot of quality vs NFE. The floor is the same metric for real training digits (held out from the test
 split the metric compares against) at the same n.
 
-Later methods (DiT, latent diffusion, few-step distillation, ControlNet) add themselves to METHODS.
+Later methods (latent diffusion, few-step distillation, ControlNet) add themselves to METHODS, as DiT did.
 """
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ METHODS.add("ddpm", Method("mnist-ddpm", ("dpm++2m-sde", "dpm++2m", "ddim"), "tr
 METHODS.add("flow", Method("mnist", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist` preset: rectified flow, velocity target, logit-normal t; Euler, Heun, DPM-Solver++ "
             "(2M also on SD3's shifted grid; 2M SDE)")
-
 METHODS.add("dit", Method("mnist-dit", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist-dit` preset: the `mnist` flow recipe on a Diffusion Transformer (dit-tiny, 4x4 patches)")
+
 
 def add_arguments(p):
     common.add_common(p, minutes=10.0, n=1000, sample_steps=None)
