@@ -156,11 +156,24 @@ _DDPM = PRESETS.add("mnist-ddpm", Config(
     "U-Net on 2x2 patches with scale-shift time conditioning, predicting v, min-SNR-5 loss weights with t drawn in "
     "proportion to them, batch 64, AdamW 3e-3 (beta2 0.99) with warm-up and cosine decay, EMA, 10 minutes; sampled "
     "with DPM-Solver++(2M) SDE, 10 steps on the trailing grid (999, 899, ..., 99)")
-_GUIDED_SAMPLE = replace(_DDPM.sample, clip_x0=True)  # guidance extrapolates x0_hat past the data range: clip it
-PRESETS.add("mnist-ddpm-class", replace(_DDPM, data=DataConfig(conditional=True), sample=_GUIDED_SAMPLE),
+
+
+def _with_labels(base: Config) -> Config:
+    """base trained on class labels (10 % dropped, train.label_dropout) for classifier-free guidance. Guidance
+    extrapolates x0_hat past the data range, so a guided preset clips it."""
+    return replace(base, data=DataConfig(conditional=True), sample=replace(base.sample, clip_x0=True))
+
+
+def _with_text(base: Config) -> Config:
+    """base trained on generated captions read by MiniLM (384-d token states) through cross-attention; guided
+    sampling clips x0_hat as in _with_labels."""
+    return replace(base, data=DataConfig(text=True), model=replace(base.model, context_dim=384),
+                   sample=replace(base.sample, clip_x0=True))
+
+
+PRESETS.add("mnist-ddpm-class", _with_labels(_DDPM),
             "'mnist-ddpm' with class labels: label embedding + 10 % label dropout, for classifier-free guidance")
-PRESETS.add("mnist-ddpm-text", replace(_DDPM, data=DataConfig(text=True), model=replace(_DDPM.model, context_dim=384),
-                                       sample=_GUIDED_SAMPLE),
+PRESETS.add("mnist-ddpm-text", _with_text(_DDPM),
             "'mnist-ddpm' with generated captions (label, thickness, slant, size) read by MiniLM; cross-attention at "
             "the 7 and 4 px levels, 10 % empty prompts for classifier-free guidance")
 _MNIST = PRESETS.add("mnist", replace(
@@ -169,20 +182,18 @@ _MNIST = PRESETS.add("mnist", replace(
     "the project's default for a 2-core CPU: rectified flow, x_t = (1 - t) x0 + t eps, on mnist-ddpm's network and "
     "optimiser (a 32-channel U-Net on 2x2 patches, AdamW 3e-3, EMA, 10 minutes), the velocity u = eps - x0 as the "
     "target, t ~ logit-normal(0, 1) (SD3); sampled with DPM-Solver++(2M), 10 steps on SD3's shifted grid (shift 3)")
-PRESETS.add("mnist-class", replace(_MNIST, data=DataConfig(conditional=True), sample=replace(_MNIST.sample, clip_x0=True)),
+PRESETS.add("mnist-class", _with_labels(_MNIST),
             "'mnist' with class labels (10 % label dropout) for classifier-free guidance")
-PRESETS.add("mnist-text", replace(_MNIST, data=DataConfig(text=True), model=replace(_MNIST.model, context_dim=384),
-                                  sample=replace(_MNIST.sample, clip_x0=True)),
+PRESETS.add("mnist-text", _with_text(_MNIST),
             "'mnist' with generated captions read by MiniLM (cross-attention at 7 and 4 px), for classifier-free "
             "guidance on prompts")
 _DIT = PRESETS.add("mnist-dit", replace(
     _MNIST, model=ModelConfig(name="dit-tiny", patch_size=4), train=replace(_MNIST.train, lr=6e-3)),
     "'mnist' with a Diffusion Transformer instead of the U-Net: dit-tiny (4 blocks x 128 wide, 4 heads, adaLN-Zero, "
     "1.27M parameters like the U-Net) on 4x4 patches (49 tokens; 2x2 patches, 196 tokens, trained 5x slower on a CPU), AdamW 6e-3")
-PRESETS.add("mnist-dit-class", replace(_DIT, data=DataConfig(conditional=True), sample=replace(_DIT.sample, clip_x0=True)),
+PRESETS.add("mnist-dit-class", _with_labels(_DIT),
             "'mnist-dit' with class labels (10 % label dropout) for classifier-free guidance")
-PRESETS.add("mnist-dit-text", replace(_DIT, data=DataConfig(text=True), model=replace(_DIT.model, context_dim=384),
-                                      sample=replace(_DIT.sample, clip_x0=True)),
+PRESETS.add("mnist-dit-text", _with_text(_DIT),
             "'mnist-dit' with generated captions read by MiniLM through cross-attention in every block, for "
             "classifier-free guidance on prompts")
 PRESETS.add("fashion", replace(_DDPM, data=DataConfig(name="fashion")),

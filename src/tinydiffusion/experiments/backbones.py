@@ -85,6 +85,7 @@ def run(args) -> Path:
         nfe = nfe_of(cfg.sample.sampler, cfg.sample.steps)
         for mark in marks:
             r = score(run_dir, run_dir / "snapshots" / f"{mark:g}min.safetensors", args.n, args.seeds, device)
+            seconds = r.pop("seconds")  # the last mark's is the sampling speed reported below
             grid = common.save_samples_grid(r.pop("images"), out / "grids" / f"{name}_{mark:g}min.png")
             quality.append(dict(preset=name, minutes=mark, **r, times_floor=r["fd_mean"] / floor["fd_mean"],
                                 grid=f"[png](grids/{grid})"))
@@ -92,11 +93,9 @@ def run(args) -> Path:
         cost.append(dict(preset=name, model=cfg.model.name, patch=getattr(net, "patch_size", cfg.model.patch_size),
                          params_M=count_parameters(net) / 1e6,
                          gflops_per_image=gflops_per_image(net, tuple(meta["shape"])),
-                         train_img_s=trained["steps"] * cfg.train.batch_size / (trained["minutes"] * 60),
+                         train_img_s=trained["img_s"],
                          train_steps=trained["steps"], sampler=f"{cfg.sample.sampler} {cfg.sample.steps} {cfg.sample.spacing}",
-                         sample_img_nfe_s=args.n * nfe / quality[-1].pop("seconds")))
-        for row in quality:
-            row.pop("seconds", None)
+                         sample_img_nfe_s=args.n * nfe / seconds))
     from ..viz.plot import line_plot
 
     series = {p: [(r["minutes"], r["fd_mean"]) for r in quality if r["preset"] == p] for p in presets}

@@ -61,7 +61,8 @@ def variant_config(args, overrides: list[str] = ()) -> Config:
 
 
 def train_variant(args, cfg: Config, run_dir: Path) -> dict:
-    """Train cfg into run_dir (or reuse it with --reuse). Returns steps, minutes, epochs and the last logged loss."""
+    """Train cfg into run_dir (or reuse it with --reuse). Returns steps, minutes, epochs, the last logged loss and
+    img_s (training images per second of wall-clock over the whole run)."""
     from ..train import train
     from ..viz.curves import read_metrics
 
@@ -72,8 +73,9 @@ def train_variant(args, cfg: Config, run_dir: Path) -> dict:
     else:
         train(cfg, run_dir, device=args.device, quiet=args.quiet)
     rows = read_metrics(run_dir)
-    return dict(steps=rows[-1]["step"], minutes=rows[-1]["elapsed_s"] / 60, epochs=rows[-1].get("epoch", 0.0),
-                loss=rows[-1]["loss"])
+    steps, seconds = rows[-1]["step"], rows[-1]["elapsed_s"]
+    return dict(steps=steps, minutes=seconds / 60, epochs=rows[-1].get("epoch", 0.0), loss=rows[-1]["loss"],
+                img_s=steps * cfg.train.batch_size / seconds)
 
 
 @torch.no_grad()

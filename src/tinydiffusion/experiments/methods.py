@@ -80,12 +80,11 @@ def run(args) -> Path:
         cfg = common.variant_config(args)
         run_dir = out / "runs" / name
         trained = common.train_variant(args, cfg, run_dir)
-        img_s = trained["steps"] * cfg.train.batch_size / (trained["minutes"] * 60)
         for k in budgets:
             best, tried = judge(args, run_dir, method, k)
             all_rows += tried
             grid = common.save_samples_grid(best.pop("images"), out / "grids" / f"{name}_nfe{k}.png")
-            rows.append(dict(method=name, nfe=k, **best, train_img_s=round(img_s, 1), train_steps=trained["steps"],
+            rows.append(dict(method=name, nfe=k, **best, train_img_s=round(trained["img_s"], 1), train_steps=trained["steps"],
                              grid=f"grids/{grid}"))
             print(f"{name:>6} NFE {k:3d}: {best['sampler']} fd {best['fd_mean']:.2f} +- {best['fd_sd']:.2f}")
     from ..viz.plot import line_plot
