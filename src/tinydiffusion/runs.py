@@ -86,9 +86,11 @@ def sample_run(run_dir: Path, n: int, *, sampler: str | None = None, steps: int 
 def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, steps: int | None = None,
                        spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
                        use_ema: bool = True, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
-                       guidance: float | None = None, guidance_rescale: float = 0.0, weights: Path | None = None):
+                       guidance: float | None = None, guidance_rescale: float = 0.0, weights: Path | None = None,
+                       callback=None):
     """(images (n, C, H, W) in [-1, 1], labels (n,) or None) from a run, for n labels or n prompts (or
-    neither), with optional classifier-free guidance; bad requests raise UserError before any sampling."""
+    neither), with optional classifier-free guidance; bad requests raise UserError before any sampling.
+    callback(frame): called once per sampler step with the sampler's dict (i, t, x, x0_hat) of the current batch."""
     cfg, net, path, meta = load_run(run_dir, use_ema=use_ema, device=device, weights=weights)
     for given, what in ((labels, "labels"), (prompts, "prompts")):
         if given is not None and len(given) != n:
@@ -101,5 +103,5 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
                             guidance_rescale=guidance_rescale)
     images = generate(denoiser, sample_cfg, n, tuple(meta["shape"]), batch_size=batch_size,
                       generator=torch.Generator().manual_seed(seed), device=device, cond=cond,
-                      bf16=use_bf16(cfg.train.precision, device))
+                      bf16=use_bf16(cfg.train.precision, device), callback=callback)
     return images.clamp(-1, 1), labels  # images: pixels, so clamped to the data range
