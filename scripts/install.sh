@@ -18,3 +18,12 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "note: Fashion-MNIST was not installed (needs root and apt-get install dataset-fashion-mnist); its tests will skip"
   fi
 fi
+# The lab's browser test drives Debian's chromium through Playwright (no browser download); only root can apt-get.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; then
+    :
+  else
+    echo "note: chromium was not installed (needs root and apt-get install chromium); the lab's browser test will skip"
+  fi
+fi

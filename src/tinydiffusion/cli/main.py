@@ -10,6 +10,7 @@ from .bench import add_bench
 from .data import add_data
 from .eval import add_eval
 from .experiment import add_experiment
+from .lab import add_lab
 from .lists import add_lists
 from .sample import add_sample
 from .train import add_train
@@ -17,7 +18,7 @@ from .viz import add_viz
 
 
 # Each entry adds one subcommand; later capabilities put theirs in their own module and list it here.
-COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval, add_bench]
+COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval, add_bench, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,217 @@
+"""The lab (tinydiffusion.lab): its endpoints in-process, and the pages in a real browser (Debian's chromium)."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tinydiffusion.cli.main import main
+from tinydiffusion.lab.server import Lab, make_server
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASS_RUN = ROOT / "tests" / "fixtures" / "runs" / "class-eps"  # a tiny class-conditional run, T = 20
+SHOTS = ROOT / "docs" / "lab"
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_run, tmp_path_factory):
+    course = tmp_path_factory.mktemp("course")
+    (course / "course.html").write_text("<html><body><h1>Course report</h1><img src='a.png'></body></html>")
+    server = make_server(Lab([tiny_run, CLASS_RUN], course), port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def call(url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def events(url: str) -> list[tuple[str, dict]]:
+    """The server-sent events of a job until its last one (done, error or cancelled)."""
+    out, kind = [], None
+    with urllib.request.urlopen(url, timeout=120) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        for line in r:
+            line = line.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                out.append((kind, json.loads(line[6:])))
+                if kind != "frame":
+                    return out
+    return out
+
+
+def test_forward_endpoint_keeps_the_noise_and_moves_alpha_bar(lab):
+    a = call(f"{lab}/api/forward?path=ddpm-linear&T=1000&t=10&seed=3")[1]
+    b = call(f"{lab}/api/forward?path=ddpm-linear&T=1000&t=900&seed=3")[1]
+    assert a["eps"] == b["eps"] and a["x0"] == b["x0"] and a["x_t"] != b["x_t"]  # same eps, same digit
+    assert 1 > a["alpha_bar"] > 0.99 > 0.01 > b["alpha_bar"] > 0  # linear betas: alpha_bar_10 ~ 0.998
+    assert a["t"] == pytest.approx(11 / 1000)  # step k -> t = (k + 1) / T
+    assert b["snr"] == pytest.approx(b["alpha_bar"] / (1 - b["alpha_bar"]))
+    flow = call(f"{lab}/api/forward?path=flow&t=0.25")[1]
+    assert (flow["alpha"], flow["sigma"]) == pytest.approx((0.75, 0.25)) and not flow["variance_preserving"]
+    assert call(f"{lab}/api/forward?path=flow&t=0")[1]["snr"] is None  # infinite SNR at the data end
+
+
+def test_forward_endpoint_takes_an_uploaded_picture(lab):
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (40, 40), 255).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    status, v = call(f"{lab}/api/forward", dict(path="ddpm-cosine", T=100, t=0, image=url))
+    assert status == 200 and v["x0"] != call(f"{lab}/api/forward?path=ddpm-cosine&T=100&t=0")[1]["x0"]
+    assert call(f"{lab}/api/forward", dict(image="data:image/png;base64,bm90IGFuIGltYWdl"))[0] == 400
+
+
+def test_curves_endpoint_has_one_point_per_step_of_a_small_table(lab):
+    c = call(f"{lab}/api/curves?path=ddpm-cosine&T=50")[1]
+    assert c["x"] == list(range(50)) and len(c["alpha_bar"]) == 50
+    assert all(x > y for x, y in zip(c["alpha_bar"], c["alpha_bar"][1:]))  # alpha_bar falls with t
+    assert "flow" in c["paths"]
+
+
+@pytest.mark.parametrize("url, body, status, words", [
+    ("/api/forward?path=nope", None, 400, "Unknown path 'nope'"),
+    ("/api/forward?T=0", None, 400, "T must be between 2"),
+    ("/api/forward?path=ddpm-linear&T=100&t=100", None, 400, "t must be between 0 and 99"),
+    ("/api/forward?path=flow&t=1.5", None, 400, "t must be in [0, 1]"),
+    ("/api/forward?index=99999999", None, 400, "index must be between"),
+    ("/api/run?run=ghost", None, 404, "Unknown run 'ghost'"),
+    ("/api/runfile?run=class-eps&file=../config.json", None, 400, "samples/*.png"),
+    ("/api/events?job=nope", None, 404, "No sampling job"),
+    ("/nowhere", None, 404, "No page /nowhere"),
+    ("/api/sample", dict(run="ghost"), 404, "Unknown run 'ghost'"),
+    ("/api/sample", dict(run="run", steps=0), 400, "steps must be between 1"),
+    ("/api/sample", dict(run="run", n=100000), 400, "n must be between 1 and 64"),
+    ("/api/sample", dict(run="run", sampler="magic"), 400, "Unknown sampler 'magic'"),
+    ("/api/sample", dict(run="run", steps="five"), 400, "steps must be a whole number"),
+    ("/api/sample", dict(run="class-eps", **{"class": 12}), 400, "Class 12 is out of range"),
+    ("/api/sample", dict(run="run", **{"class": 3}), 400, "unconditional"),
+    ("/api/sample", dict(run="run", steps=50), 400, "steps"),  # more steps than the run's T = 20
+])
+def test_bad_requests_get_a_4xx_and_one_sentence(lab, url, body, status, words):
+    got, answer = call(lab + url, body)
+    assert got == status and words in answer["error"], answer
+    assert "Traceback" not in answer["error"]
+    assert call(f"{lab}/api/runs")[0] == 200  # and the server keeps serving
+
+
+def test_sampling_streams_one_frame_per_step_then_the_grid(lab):
+    status, job = call(f"{lab}/api/sample", dict(run="run", steps=5, n=4, sampler="ddim", client="a"))
+    assert status == 200 and job["steps"] == 5
+    got = events(f"{lab}/api/events?job={job['job']}")
+    frames = [d for k, d in got if k == "frame"]
+    assert len(frames) == 5 and [f["i"] for f in frames] == list(range(5))
+    assert [f["t"] for f in frames] == sorted((f["t"] for f in frames), reverse=True)  # noise -> data
+    kind, done = got[-1]
+    assert kind == "done" and done["n"] == 4 and done["grid"].startswith("data:image/png;base64,")
+    assert done["ms_per_image"] > 0
+
+
+def test_a_new_request_cancels_the_old_one_of_the_same_client(lab):
+    first = call(f"{lab}/api/sample", dict(run="run", steps=20, n=4, client="b"))[1]
+    second = call(f"{lab}/api/sample", dict(run="run", steps=3, n=2, client="b"))[1]
+    assert call(f"{lab}/api/events?job={first['job']}")[0] == 404  # replaced: no longer listed
+    got = events(f"{lab}/api/events?job={second['job']}")
+    assert [k for k, _ in got].count("frame") == 3 and got[-1][0] == "done"
+
+
+def test_runs_endpoints_give_config_loss_curve_and_metrics(lab):
+    runs = {r["name"]: r for r in call(f"{lab}/api/runs")[1]}
+    assert runs["class-eps"]["num_classes"] == 10 and runs["run"]["num_classes"] == 0
+    d = call(f"{lab}/api/run?run=class-eps")[1]
+    assert d["config"]["diffusion"]["T"] == 20 and d["loss_png"].startswith("data:image/png")
+    assert [r["step"] for r in d["rows"]] == [2, 4, 6]
+
+
+def test_course_report_is_served_from_its_folder_only(lab):
+    assert call(f"{lab}/api/course")[1]["ready"]
+    with urllib.request.urlopen(f"{lab}/course/report/course.html") as r:
+        assert b"Course report" in r.read()
+    assert call(f"{lab}/course/report/../../etc/passwd")[0] == 404
+
+
+def test_lab_command_says_one_sentence_for_a_bad_run(tmp_path, capsys):
+    assert main(["lab", "--run", str(tmp_path), "--port", "0"]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ the browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def page(lab):
+    pw = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (as root: apt-get install chromium; scripts/install.sh "
+                    "does it when run as root)")
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1280, "height": 820})
+        yield pg
+        browser.close()
+
+
+def test_browser_forward_page_moves_t_and_the_picture(lab, page):
+    page.goto(f"{lab}/forward")
+    page.wait_for_selector("#alphabar b")
+    before, picture = page.inner_text("#alphabar"), page.get_attribute("#xt", "src")
+    page.fill("#t", "50")  # a range input: fill sets its value and fires input
+    page.wait_for_function("(old) => document.querySelector('#alphabar').innerText !== old", arg=before)
+    assert page.get_attribute("#xt", "src") != picture
+    page.fill("#t", "250")
+    page.wait_for_function("() => document.querySelector('#tvalue').innerText.startsWith('k = 250')")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "forward.png"), full_page=True)
+    page.fill("#T", "0")
+    page.dispatch_event("#T", "change")
+    page.wait_for_selector("#error:visible")
+    assert "T must be between 2" in page.inner_text("#error")
+
+
+def test_browser_sample_page_streams_five_steps_to_a_grid(lab, page):
+    page.goto(f"{lab}/sample?run=class-eps")
+    page.wait_for_selector("#sampler option", state="attached")
+    page.fill("#steps", "5")
+    page.fill("#n", "16")
+    page.select_option("#class", "3")
+    page.click("#go")
+    page.wait_for_selector("#final[src^='data:image/png']", timeout=60_000)
+    assert "ms per image" in page.inner_text("#status")
+    page.fill("#scrub", "1")
+    assert page.inner_text("#scrubvalue") == "step 2 / 5"
+    page.screenshot(path=str(SHOTS / "sample.png"), full_page=True)
+    page.fill("#steps", "0")
+    page.click("#go")
+    page.wait_for_selector("#error:visible")
+    assert "steps must be between 1" in page.inner_text("#error")
+
+
+def test_browser_runs_and_course_pages(lab, page):
+    page.goto(f"{lab}/runs")
+    page.select_option("#run", "class-eps")
+    page.wait_for_selector("#metrics tr:nth-child(4)")  # a header and three logged rows
+    page.wait_for_selector("#loss[src^='data:image/png']")
+    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    page.goto(f"{lab}/course")
+    page.wait_for_selector("#report:visible")
