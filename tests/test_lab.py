@@ -19,9 +19,18 @@ SHOTS = ROOT / "docs" / "lab"
 
 
 @pytest.fixture(scope="module")
-def lab(tiny_run, tmp_path_factory):
-    course = tmp_path_factory.mktemp("course")
-    (course / "course.html").write_text("<html><body><h1>Course report</h1><img src='a.png'></body></html>")
+def course(tmp_path_factory):
+    """`tinydiffusion course` on a tiny model and a ~1 s budget (about 10 s in all)."""
+    from conftest import TINY
+
+    from tinydiffusion.experiments.course import run_course
+
+    return run_course(tmp_path_factory.mktemp("course"), 0.02, n=16, sample_steps=5, nfe_n=8, overrides=tuple(TINY),
+                      device="cpu")
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_run, course):
     server = make_server(Lab([tiny_run, CLASS_RUN], course), port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -143,11 +152,28 @@ def test_runs_endpoints_give_config_loss_curve_and_metrics(lab):
     assert [r["step"] for r in d["rows"]] == [2, 4, 6]
 
 
+def test_course_writes_one_page_with_the_checkpoints_and_every_picture(course):
+    import re
+
+    page = (course / "course.html").read_text()
+    assert page.count("PASS") + page.count("FAIL") == 3  # the three checkpoints, each judged
+    pictures = re.findall(r"<img src='([^']+)'|<img src=\"([^\"]+)\"", page)
+    files = [a or b for a, b in pictures]
+    assert {"schedule.png", "forward.png", "diagnostic.png", "trajectory.png", "checkpoints/loss.png",
+            "nfe/quality_vs_nfe.png"} <= set(files)
+    assert all((course / f).is_file() for f in files)
+
+
 def test_course_report_is_served_from_its_folder_only(lab):
     assert call(f"{lab}/api/course")[1]["ready"]
     with urllib.request.urlopen(f"{lab}/course/report/course.html") as r:
-        assert b"Course report" in r.read()
+        assert b"The three checkpoints" in r.read()
     assert call(f"{lab}/course/report/../../etc/passwd")[0] == 404
+
+
+def test_course_command_refuses_an_empty_budget(capsys):
+    assert main(["course", "--minutes", "0"]) == 2
+    assert "--minutes must be positive" in capsys.readouterr().err
 
 
 def test_lab_command_says_one_sentence_for_a_bad_run(tmp_path, capsys):
@@ -215,3 +241,5 @@ def test_browser_runs_and_course_pages(lab, page):
     page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
     page.goto(f"{lab}/course")
     page.wait_for_selector("#report:visible")
+    page.frame_locator("#report").locator("img[alt='samples']").wait_for()
+    page.screenshot(path=str(SHOTS / "course.png"))

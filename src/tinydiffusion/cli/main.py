@@ -7,6 +7,7 @@ import sys
 
 from ..errors import UserError
 from .bench import add_bench
+from .course import add_course
 from .data import add_data
 from .eval import add_eval
 from .experiment import add_experiment
@@ -18,7 +19,8 @@ from .viz import add_viz
 
 
 # Each entry adds one subcommand; later capabilities put theirs in their own module and list it here.
-COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval, add_bench, add_lab]
+COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval, add_bench, add_lab,
+            add_course]
 
 
 def build_parser() -> argparse.ArgumentParser:
