@@ -243,3 +243,33 @@ def test_browser_runs_and_course_pages(lab, page):
     page.wait_for_selector("#report:visible")
     page.frame_locator("#report").locator("img[alt='samples']").wait_for()
     page.screenshot(path=str(SHOTS / "course.png"))
+
+
+def test_a_replaced_job_stops_at_its_next_step(monkeypatch):
+    """Jobs on a stand-in sampler that takes 0.05 s a step: the old job ends 'cancelled' long before its 100 steps."""
+    import time
+
+    import torch
+
+    from tinydiffusion.lab import sampling
+
+    def slow(run_dir, n, callback=None, **kw):
+        for i in range(kw["steps"]):
+            time.sleep(0.05)
+            x = torch.zeros(n, 1, 4, 4)
+            callback(dict(i=i, t=1 - i / kw["steps"], x=x, x0_hat=x))
+        return torch.zeros(n, 1, 4, 4), None
+
+    monkeypatch.setattr(sampling, "sample_conditional", slow)
+    jobs = sampling.Jobs()
+    args = dict(n=1, steps=100, sampler="ddim", seed=0, guidance=None, labels=None, prompts=None)
+    old = jobs.start("c", Path("."), args)
+    while old.events.qsize() < 2:
+        time.sleep(0.01)
+    new = jobs.start("c", Path("."), {**args, "steps": 2})
+    assert old.finished.wait(5) and new.finished.wait(5)
+    kinds = [old.events.get()[0] for _ in range(old.events.qsize())]
+    assert kinds[-1] == "cancelled" and kinds.count("frame") < 10
+    assert [new.events.get()[0] for _ in range(3)] == ["frame", "frame", "done"]
+    other = jobs.start("d", Path("."), {**args, "steps": 1})  # another client's job is not touched
+    assert other.finished.wait(5) and not new.cancel.is_set()
