@@ -15,7 +15,6 @@ from tinydiffusion.lab.server import Lab, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASS_RUN = ROOT / "tests" / "fixtures" / "runs" / "class-eps"  # a tiny class-conditional run, T = 20
-SHOTS = ROOT / "docs" / "lab"
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +185,17 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the browser tests save their screenshots: a temporary folder, or $LAB_SCREENSHOTS (the README's
+    pictures: LAB_SCREENSHOTS=docs/lab .venv/bin/python -m pytest -q tests/test_lab.py -k browser)."""
+    import os
+
+    folder = Path(os.environ.get("LAB_SCREENSHOTS") or tmp_path_factory.mktemp("lab_screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def page(lab):
     pw = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     if CHROMIUM is None:
@@ -198,7 +208,7 @@ def page(lab):
         browser.close()
 
 
-def test_browser_forward_page_moves_t_and_the_picture(lab, page):
+def test_browser_forward_page_moves_t_and_the_picture(lab, page, shots):
     page.goto(f"{lab}/forward")
     page.wait_for_selector("#alphabar b")
     before, picture = page.inner_text("#alphabar"), page.get_attribute("#xt", "src")
@@ -207,15 +217,14 @@ def test_browser_forward_page_moves_t_and_the_picture(lab, page):
     assert page.get_attribute("#xt", "src") != picture
     page.fill("#t", "250")
     page.wait_for_function("() => document.querySelector('#tvalue').innerText.startsWith('k = 250')")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "forward.png"), full_page=True)
+    page.screenshot(path=str(shots / "forward.png"), full_page=True)
     page.fill("#T", "0")
     page.dispatch_event("#T", "change")
     page.wait_for_selector("#error:visible")
     assert "T must be between 2" in page.inner_text("#error")
 
 
-def test_browser_sample_page_streams_five_steps_to_a_grid(lab, page):
+def test_browser_sample_page_streams_five_steps_to_a_grid(lab, page, shots):
     page.goto(f"{lab}/sample?run=class-eps")
     page.wait_for_selector("#sampler option", state="attached")
     page.fill("#steps", "5")
@@ -226,23 +235,23 @@ def test_browser_sample_page_streams_five_steps_to_a_grid(lab, page):
     assert "ms per image" in page.inner_text("#status")
     page.fill("#scrub", "1")
     assert page.inner_text("#scrubvalue") == "step 2 / 5"
-    page.screenshot(path=str(SHOTS / "sample.png"), full_page=True)
+    page.screenshot(path=str(shots / "sample.png"), full_page=True)
     page.fill("#steps", "0")
     page.click("#go")
     page.wait_for_selector("#error:visible")
     assert "steps must be between 1" in page.inner_text("#error")
 
 
-def test_browser_runs_and_course_pages(lab, page):
+def test_browser_runs_and_course_pages(lab, page, shots):
     page.goto(f"{lab}/runs")
     page.select_option("#run", "class-eps")
     page.wait_for_selector("#metrics tr:nth-child(4)")  # a header and three logged rows
     page.wait_for_selector("#loss[src^='data:image/png']")
-    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    page.screenshot(path=str(shots / "runs.png"), full_page=True)
     page.goto(f"{lab}/course")
     page.wait_for_selector("#report:visible")
     page.frame_locator("#report").locator("img[alt='samples']").wait_for()
-    page.screenshot(path=str(SHOTS / "course.png"))
+    page.screenshot(path=str(shots / "course.png"))
 
 
 def test_a_replaced_job_stops_at_its_next_step(monkeypatch):
