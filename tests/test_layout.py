@@ -18,7 +18,7 @@ _spec.loader.exec_module(import_graph)
 P = "tinydiffusion."
 SPINE = [P + m for m in ("schedules", "paths", "process", "timesteps", "denoiser", "objectives", "samplers", "guidance",
                          "generate")]
-FILES = [P + m for m in ("io", "checkpoint", "runs", "data", "conditioning.captions", "conditioning.text_encoder")]
+FILES = [P + m for m in ("io", "checkpoint", "runs", "latent_space", "data", "conditioning.captions", "conditioning.text_encoder")]
 EDGES = [P + m for m in ("models", "viz", "cli", "eval", "train", "experiments")]
 RULES = [
     (SPINE, EDGES + FILES, "the math spine works on tensors only: no networks, pictures, commands or files"),

@@ -20,6 +20,8 @@ class DataConfig:
     text: bool = False  # give the model captions made from the data, as MiniLM token states (see captions.py)
     image_size: int = 0  # resize (shorter side) + centre-crop to this; 0 = native (32 for image folders)
     channels: int = 0  # 1 = grayscale, 3 = RGB, 0 = as stored (folders: RGB unless every file is gray)
+    autoencoder: str = ""  # latent diffusion: the run directory of a trained autoencoder (train --preset mnist-ae)
+    latents: str = "mean"  # latent diffusion: mean = the posterior mean of each image | sample = z ~ q(z | x) per draw
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class ModelConfig:
     context_dim: int | None = None  # text models: width of the token states cross-attention reads (384)
     depth: int | None = None  # DiT: transformer blocks
     heads: int | None = None  # attention heads (U-Net: 4; DiT: the registered size's)
+    latent_channels: int | None = None  # autoencoders: channels of the latent grid
+    decoder_blocks: int | None = None  # autoencoders: Blocks per decoder level
 
     def overrides(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
@@ -79,6 +83,7 @@ class TrainConfig:
     eval_every: int = 0  # sample-quality metrics (eval/evaluate.py) every K steps; 0 = off (minutes per eval on a CPU)
     eval_n: int = 1000  # samples per evaluation
     snapshot_minutes: tuple[float, ...] = ()  # also save the (EMA) weights at these minutes of training
+    kl_weight: float = 1e-4  # autoencoders: loss = sum |x - x_hat| + kl_weight * KL(q(z|x) || N(0, I)), per image
 
 
 @dataclass(frozen=True)
@@ -160,15 +165,17 @@ _DDPM = PRESETS.add("mnist-ddpm", Config(
 
 def _with_labels(base: Config) -> Config:
     """base trained on class labels (10 % dropped, train.label_dropout) for classifier-free guidance. Guidance
-    extrapolates x0_hat past the data range, so a guided preset clips it."""
-    return replace(base, data=DataConfig(conditional=True), sample=replace(base.sample, clip_x0=True))
+    extrapolates x0_hat past the data range, so a guided preset clips it (pixels only: standardised latents have no
+    fixed range)."""
+    return replace(base, data=replace(base.data, conditional=True),
+                   sample=replace(base.sample, clip_x0=not base.data.autoencoder))
 
 
 def _with_text(base: Config) -> Config:
     """base trained on generated captions read by MiniLM (384-d token states) through cross-attention; guided
     sampling clips x0_hat as in _with_labels."""
-    return replace(base, data=DataConfig(text=True), model=replace(base.model, context_dim=384),
-                   sample=replace(base.sample, clip_x0=True))
+    return replace(base, data=replace(base.data, text=True), model=replace(base.model, context_dim=384),
+                   sample=replace(base.sample, clip_x0=not base.data.autoencoder))
 
 
 PRESETS.add("mnist-ddpm-class", _with_labels(_DDPM),
@@ -196,6 +203,21 @@ PRESETS.add("mnist-dit-class", _with_labels(_DIT),
 PRESETS.add("mnist-dit-text", _with_text(_DIT),
             "'mnist-dit' with generated captions read by MiniLM through cross-attention in every block, for "
             "classifier-free guidance on prompts")
+_AE = PRESETS.add("mnist-ae", Config(
+    model=ModelConfig(name="ae-f4c4"),
+    train=TrainConfig(batch_size=64, lr=2e-3, adam_beta2=0.99, warmup_steps=100, lr_decay="cosine", ema_decay=0.0,
+                      minutes=3, kl_weight=1e-4, checkpoint_every=1000)),
+    "the latent-diffusion autoencoder: 28 x 28 x 1 -> 7 x 7 x 4 (ae-f4c4), L1 + 1e-4 KL per image, AdamW 2e-3 with "
+    "warm-up and cosine decay, batch 64, 3 minutes; writes the latent cache, statistics and reconstruction ceiling")
+_LATENT = PRESETS.add("mnist-latent", replace(
+    _MNIST, data=DataConfig(autoencoder="runs/mnist-ae"),
+    model=ModelConfig(name="unet-small", channels=32, channel_mult=(1, 2), scale_shift=True)),
+    "latent diffusion: 'mnist''s flow recipe on the 7 x 7 x 4 standardised latents of the autoencoder in "
+    "runs/mnist-ae (train it first: `tinydiffusion train --preset mnist-ae`; or --set data.autoencoder=RUN), "
+    "a 32-channel U-Net at 7 and 4 px (0.76M, 0.029 GFLOPs per call: 3.4x fewer than the pixel preset's), decoded "
+    "once per sample")
+PRESETS.add("mnist-latent-class", _with_labels(_LATENT),
+            "'mnist-latent' with class labels (10 % label dropout) for classifier-free guidance")
 PRESETS.add("fashion", replace(_DDPM, data=DataConfig(name="fashion")),
             "the mnist-ddpm recipe on Fashion-MNIST (Debian's dataset-fashion-mnist): small U-Net, 10 minutes on a 2-core CPU")
 PRESETS.add("cifar10", Config(

@@ -112,3 +112,9 @@ def objective_options(cfg) -> dict:
     d = cfg.diffusion
     return dict(prediction=d.prediction, weighting=d.weighting, t_sampling=d.t_sampling, logit_mean=d.logit_mean,
                 logit_std=d.logit_std)
+
+
+def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(log_var)) || N(0, I)) per example, summed over every other axis (Kingma & Welling 2014,
+    appendix B): 1/2 sum(mean^2 + exp(log_var) - 1 - log_var). (B, ...) -> (B,)."""
+    return 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).flatten(1).sum(1)

@@ -13,6 +13,7 @@ from .config import load_config
 from .device import use_bf16
 from .errors import UserError
 from .generate import denoiser_for, generate
+from .latent_space import run_latent_space
 from .paths import make_path
 
 
@@ -90,7 +91,8 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
                        callback=None):
     """(images (n, C, H, W) in [-1, 1], labels (n,) or None) from a run, for n labels or n prompts (or
     neither), with optional classifier-free guidance; bad requests raise UserError before any sampling.
-    callback(frame): called once per sampler step with the sampler's dict (i, t, x, x0_hat) of the current batch."""
+    callback(frame): called once per sampler step with the sampler's dict (i, t, x, x0_hat) of the current batch,
+    x and x0_hat as images (decoded through the autoencoder of a latent run)."""
     cfg, net, path, meta = load_run(run_dir, use_ema=use_ema, device=device, weights=weights)
     for given, what in ((labels, "labels"), (prompts, "prompts")):
         if given is not None and len(given) != n:
@@ -101,7 +103,17 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
                          spacing=cfg.sample.spacing if spacing is None else spacing)
     denoiser = denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg, guidance=guidance,
                             guidance_rescale=guidance_rescale)
+    space = run_latent_space(meta, device)  # None for a pixel run
+    if space is not None and callback is not None:
+        callback = _decoding(callback, space)
     images = generate(denoiser, sample_cfg, n, tuple(meta["shape"]), batch_size=batch_size,
                       generator=torch.Generator().manual_seed(seed), device=device, cond=cond,
                       bf16=use_bf16(cfg.train.precision, device), callback=callback)
-    return images.clamp(-1, 1), labels  # images: pixels, so clamped to the data range
+    if space is not None:
+        images = space.decode(images)
+    return images.clamp(-1, 1), labels
+
+
+def _decoding(callback, space):
+    """callback, fed frames whose x and x0_hat are decoded from latents to images."""
+    return lambda frame: callback({**frame, "x": space.decode(frame["x"]), "x0_hat": space.decode(frame["x0_hat"])})  # images: pixels, so clamped to the data range

@@ -19,6 +19,9 @@ def add_data(sub):
     q.add_argument("--image-size", type=int, default=0, help="fit to this size, as data.image_size (0 = native)")
     q.add_argument("--channels", type=int, default=0, help="1 or 3, as data.channels (0 = as stored)")
     q.add_argument("--n", type=int, default=64, help="images in the grid")
+    q.add_argument("--autoencoder", type=Path, metavar="RUN",
+                   help="an autoencoder run: print the split's latent health (standardised mean and std per channel, "
+                        "round-trip error)")
     q.add_argument("--out", type=Path, help="the grid's PNG file (default runs/data/NAME-SPLIT.png)")
     q.set_defaults(func=run_info)
 
@@ -64,6 +67,11 @@ def run_info(args):
     print(f"dataset   {name} ({args.split})" + (f" from {path}" if path else ""))
     for line in describe(ds):
         print(line)
+    if args.autoencoder:
+        from ..latent_space import health, load_latent_space
+
+        for line in health(load_latent_space(args.autoencoder), ds.images):
+            print(line)
     idx, nrow = pick(ds, args.n)
     out = args.out or Path("runs") / "data" / f"{name}-{args.split}.png"
     H = ds.shape[1]

@@ -78,12 +78,16 @@ def _out(args) -> Path:
     return out
 
 
-def _load(args):
+def _load(args, pixels_only: str = ""):
+    """The run of --run; pixels_only names a figure that noises real images, which a latent run cannot show."""
     from ..device import resolve_device
     from ..runs import load_run
 
     device = resolve_device(args.device)
     cfg, net, path, meta = load_run(args.run, use_ema=not args.raw, device=device)
+    if pixels_only and meta.get("autoencoder"):
+        raise UserError(f"viz {pixels_only} noises real images in pixel space, and {args.run} is a latent run; "
+                        "`viz trajectory` shows a latent run's decoded steps.")
     return cfg, net, path, meta, device
 
 
@@ -152,7 +156,7 @@ def run_diagnostic(args):
     from ..viz.grids import save_png
 
     start, out = time.perf_counter(), _out(args)
-    cfg, net, path, meta, _ = _load(args)
+    cfg, net, path, meta, _ = _load(args, "diagnostic")
     times = check_times(_times(args.t) or lesson_times(LESSON_DIAGNOSTIC_T, path.T), path.T)
     if args.n < 1:
         raise UserError("--n must be at least 1.")
@@ -170,6 +174,7 @@ def run_trajectory(args):
     import torch
 
     from ..conditioning import Cond
+    from ..latent_space import run_latent_space
     from ..viz.figures import (LESSON_TRAJECTORY_T, lesson_times, record_trajectory, sample_config_for,
                                trajectory_gif, trajectory_strip)
     from ..viz.grids import save_png
@@ -184,8 +189,10 @@ def run_trajectory(args):
     sample_cfg = sample_config_for(cfg.sample, args.sampler, args.steps)
     k = int(meta.get("num_classes", 0))
     cond = Cond(labels=torch.arange(args.n) % k) if k else None  # conditional runs: one digit class per sample
+    space = run_latent_space(meta, device)  # a latent run: every frame decoded
     frames, _ = record_trajectory(net, path, sample_cfg, cfg.diffusion.prediction, args.n, tuple(meta["shape"]),
-                                  generator=torch.Generator().manual_seed(args.seed), device=device, cond=cond)
+                                  generator=torch.Generator().manual_seed(args.seed), device=device, cond=cond,
+                                  decode=space.decode if space else None)
     nrow = math.ceil(math.sqrt(args.n))
     title = f"Sampling trajectory: {args.run.name}, {sample_cfg.sampler} sampler, {len(frames)} steps"
     save_png(trajectory_strip(frames, lesson_times(LESSON_TRAJECTORY_T, path.T), title, nrow,
@@ -210,7 +217,7 @@ def run_loss(args):
     if args.no_by_t:
         return
     by_t_out = args.by_t_out or out.with_name(out.stem + "_by_t.png")
-    cfg, net, path, _, _ = _load(args)
+    cfg, net, path, _, _ = _load(args, "loss")
     if args.n_test < 1:
         raise UserError("--n-test must be at least 1.")
     g = torch.Generator().manual_seed(args.seed)

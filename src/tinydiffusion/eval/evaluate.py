@@ -183,5 +183,6 @@ def evaluate_during_training(net, path, cfg, meta: dict, step: int, metrics_path
     x = generate(denoiser_for(net.eval(), path, cfg.diffusion.prediction, cfg.sample), cfg.sample, n,
                  tuple(meta["shape"]), generator=g, device=device, cond=None if labels is None else Cond(labels=labels),
                  bf16=use_bf16(cfg.train.precision, device))
-    report = evaluate_report(to_unit_range(x), labels, meta["dataset"])
+    from ..latent_space import to_pixels
+    report = evaluate_report(to_unit_range(to_pixels(meta, x, device)), labels, meta["dataset"])
     append_row(metrics_path, dict(step=step, eval=report["metrics"], class_histogram=report["class_histogram"]))

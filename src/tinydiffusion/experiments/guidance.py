@@ -15,6 +15,7 @@ import torch
 from ..data import load_dataset, to_unit_range
 from ..errors import UserError
 from ..generate import denoiser_for, generate
+from ..latent_space import to_pixels
 from ..runs import conditioning, load_run
 from ..viz.grids import hstack, save_labelled_grid, save_png, titled
 from .report import table, write_report
@@ -81,8 +82,9 @@ def run(args) -> Path:
         g = torch.Generator().manual_seed(args.seed)  # the same noise for every w: a paired comparison
         denoiser = denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg, guidance=w,
                                 guidance_rescale=args.rescale if w > 1 else 0.0)
-        x = generate(denoiser, sample_cfg, len(labels), tuple(meta["shape"]), batch_size=args.batch_size,
-                     generator=g, device=device, cond=cond, bf16=use_bf16(cfg.train.precision, device))
+        x = to_pixels(meta, generate(denoiser, sample_cfg, len(labels), tuple(meta["shape"]), batch_size=args.batch_size,
+                                     generator=g, device=device, cond=cond, bf16=use_bf16(cfg.train.precision, device)),
+                      device)
         x01 = to_unit_range(x)
         scores = evaluate_samples(x01, labels, dataset=meta.get("dataset", "mnist"))
         rows.append(dict(w=f"{w:g}", **{m: scores[m] for m in ("label_accuracy", "fd_classifier", "precision", "recall")

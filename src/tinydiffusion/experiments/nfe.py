@@ -19,6 +19,7 @@ from ..data import to_unit_range
 from ..device import use_bf16
 from ..errors import UserError
 from ..generate import denoiser_for, generate
+from ..latent_space import to_pixels
 from ..runs import load_run
 from ..samplers import SAMPLERS, get_sampler
 from ..viz.plot import line_plot
@@ -87,6 +88,7 @@ def sample_setting(net, path, cfg, meta, sample_cfg, n: int, seed: int, batch_si
     images = generate(denoiser_for(counted, path, cfg.diffusion.prediction, sample_cfg), sample_cfg, n,
                       tuple(meta["shape"]), batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
                       device=dev, bf16=use_bf16(cfg.train.precision, dev))
+    images = to_pixels(meta, images, dev)  # a latent run's decoder pass is part of its sampling time
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return images, time.perf_counter() - start, counted.calls / math.ceil(n / batch_size)

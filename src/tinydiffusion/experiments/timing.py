@@ -70,6 +70,9 @@ def run(args) -> Path:
     out = Path(args.out) if args.out else Path("reports") / "timing"
     dev = resolve_device(args.device)
     cfg, net, path, meta = load_run(args.run, use_ema=False, device=dev)
+    if meta.get("autoencoder"):
+        raise UserError("The timing lesson measures pixel diffusion; for a latent run, `tinydiffusion experiment "
+                        "latent-vs-pixel` times sampling and training beside a pixel run.")
     bf16 = use_bf16(cfg.train.precision if args.precision == "run" else args.precision, dev)
     steps = args.steps or path.T or 1000  # the DDPM chain's T steps; 1000 on a continuous path
     if not 1 <= steps <= (path.T or 10**6):

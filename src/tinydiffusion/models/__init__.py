@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..registry import Registry
+from .autoencoder import KLAutoencoder
 from .dit import DiT
 from .seed_unet import SeedUNet
 from .unet import UNet
@@ -30,6 +31,16 @@ MODELS.add("dit-tiny", partial(DiT, channels=128, depth=4, heads=4, patch_size=2
            "(1.2M: the same parameter count as unet-patch)")
 MODELS.add("dit-s", partial(DiT, channels=384, depth=12, heads=6, patch_size=2),
            "DiT-S/2 (Peebles & Xie 2023): 12 blocks x 384 wide, 6 heads, 2x2 patches (~33M, for GPUs)")
+
+# Autoencoders are not denoisers: net.encode(x) -> (mean, log_var), net.decode(z) -> x (models/autoencoder.py).
+MODELS.add("ae-f4c4", partial(KLAutoencoder, latent_channels=4, channels=16, channel_mult=(1, 2, 4)),
+           "KL autoencoder for latent diffusion: 28 x 28 x 1 -> 7 x 7 x 4 (f = 4, 196 numbers per digit, 4x fewer)")
+MODELS.add("ae-f2c2", partial(KLAutoencoder, latent_channels=2, channels=16, channel_mult=(1, 2)),
+           "KL autoencoder for latent diffusion: 28 x 28 x 1 -> 14 x 14 x 2 (f = 2, 392 numbers per digit, 2x fewer)")
+
+
+def is_autoencoder(name: str) -> bool:
+    return _backbone(name) is KLAutoencoder
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int = 0, **overrides) -> nn.Module:

@@ -11,17 +11,19 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..checkpoint import (CONFIG, EMA, MODEL, latest, load_train_state, load_weights, model_from_config,
+from ..checkpoint import (CONFIG, EMA, MODEL, latest, load_meta, load_train_state, load_weights, model_from_config,
                           pin_model_config, save_checkpoint, state_tensors)
 from ..conditioning import Cond
 from ..conditioning.captions import caption_bank
 from ..config import Config
 from ..data import Batches, load_dataset, to_model_range, to_unit_range
+from ..data.latents import check_mode
 from ..device import PRECISIONS, autocast, resolve_device, use_bf16
 from ..errors import UserError
 from ..generate import denoiser_for, generate
 from ..io import atomic_write
-from ..models import MODELS, count_parameters
+from ..latent_space import latent_training_set
+from ..models import MODELS, count_parameters, is_autoencoder
 from ..objectives import diffusion_loss, objective_options
 from ..samplers import SAMPLERS
 from ..validate import check_fits, check_values
@@ -44,6 +46,16 @@ def check_config(cfg: Config) -> None:
                            (SPACINGS, cfg.sample.spacing)):
         registry.check(name)
     check_values(cfg)
+    if cfg.data.autoencoder:
+        check_mode(cfg.data.latents)
+        if cfg.data.hflip:
+            raise UserError("data.hflip flips images, and a latent run trains on latents encoded once; turn it off "
+                            "(or train the autoencoder on flipped images).")
+        if is_autoencoder(cfg.model.name):
+            raise UserError("An autoencoder trains on images; unset data.autoencoder.")
+        if cfg.sample.clip_x0:
+            raise UserError("sample.clip_x0 clips x0_hat to the pixel range [-1, 1], but a latent run's x0_hat is a "
+                            "standardised latent (unit variance, no fixed range); set sample.clip_x0=false.")
     d = cfg.diffusion
     continuous = make_path(d.path, d.T).T is None
     if continuous and d.prediction == "eps":
@@ -67,6 +79,9 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     if not resume and (out / CONFIG).exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
     with run_lock(out):
+        if is_autoencoder(cfg.model.name):
+            from .autoencoder import train_autoencoder
+            return train_autoencoder(cfg, out, device=device, resume=resume, quiet=quiet)
         return _train(cfg, out, device=device, resume=resume, quiet=quiet)
 
 
@@ -83,15 +98,20 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
     num_classes = data.num_classes if cfg.data.conditional else 0
     if cfg.data.conditional and not num_classes:
         raise UserError(f"Dataset '{data.name}' has no labels; set data.conditional=false.")
-    check_fits(cfg, data.shape, len(data), num_classes)  # batch vs dataset, memory: before anything is allocated
-    cfg = pin_model_config(cfg, data.shape)  # config.json names every size of the network
+    space, latents = latent_training_set(cfg, data, dev) if cfg.data.autoencoder else (None, None)
+    shape = latents.shape if latents is not None else data.shape  # what the network sees: latents (c, h, w) or pixels
+    check_fits(cfg, shape, len(data), num_classes)  # batch vs dataset, memory: before anything is allocated
+    cfg = pin_model_config(cfg, shape)  # config.json names every size of the network
     captions = caption_bank(cfg, data) if cfg.data.text else None  # every distinct caption encoded once
-    meta = dict(dataset=data.name, shape=list(data.shape), num_classes=num_classes, class_names=data.class_names,
+    meta = dict(dataset=data.name, shape=list(shape), num_classes=num_classes, class_names=data.class_names,
                 precision="bf16" if bf16 else "fp32")  # what train.precision resolved to on this device
+    if space is not None:  # a latent run knows its autoencoder, by path and by the SHA-256 of its weights
+        meta["autoencoder"] = dict(run=str(space.run_dir.resolve()), digest=space.digest, latents=cfg.data.latents,
+                                   image_shape=list(data.shape))
     batches = Batches(len(data), tc.batch_size, cfg.seed)
     max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
     path = make_path(cfg.diffusion.path, cfg.diffusion.T)
-    model = model_from_config(cfg, data.shape, num_classes).to(dev)
+    model = model_from_config(cfg, shape, num_classes).to(dev)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     ema = copy.deepcopy(model).requires_grad_(False).eval() if tc.ema_decay > 0 else None
@@ -100,6 +120,10 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
     if resume:
         folder = latest(out)  # the newest complete checkpoint (an older one, with a note, if it is damaged)
         state = load_train_state(folder)
+        before = load_meta(out, folder).get("autoencoder")
+        if before and before["digest"] != space.digest:
+            raise UserError(f"The autoencoder {space.run_dir} has changed since this run began (weights "
+                            f"{space.digest[:12]}, the run learnt {before['digest'][:12]}); restore it or start anew.")
         load_weights(model, folder / MODEL)
         if ema is not None:
             load_weights(ema, folder / EMA)
@@ -121,10 +145,10 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
         gs = torch.Generator().manual_seed(cfg.seed)
         cond = Cond(labels=torch.arange(64) % num_classes) if num_classes else \
             captions.class_context(torch.arange(64) % 10) if captions else None
-        x = generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, data.shape,
+        x = generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, shape,
                      generator=gs, device=dev, bf16=bf16, cond=cond)
         model.train()
-        save_grid(to_unit_range(x), out / "samples" / f"step_{step:07d}.png")
+        save_grid(to_unit_range(space.decode(x) if space else x), out / "samples" / f"step_{step:07d}.png")
 
     checkpoint()  # fails early (unwritable --out) before any time is spent
     bar = tqdm(total=max_steps or round(max_seconds), initial=step if max_steps else round(elapsed),
@@ -143,7 +167,10 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = batches.indices(step)
-        x0 = to_model_range(data.images[idx]).to(dev, memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
+        if latents is not None:
+            x0 = latents.batch(idx, g).to(dev, memory_format=memory_format)  # (B, c, h, w) standardised latents
+        else:
+            x0 = to_model_range(data.images[idx]).to(dev, memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
         if cfg.data.hflip:
             flip = torch.rand(len(idx), generator=g) < 0.5
             x0[flip.to(dev)] = x0[flip.to(dev)].flip(-1)

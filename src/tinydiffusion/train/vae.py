@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..models.vae import ConvVAE
+from ..objectives import gaussian_kl
 
 
 def vae_loss(model: ConvVAE, x01: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -18,8 +19,7 @@ def vae_loss(model: ConvVAE, x01: torch.Tensor, generator: torch.Generator | Non
     eps = torch.randn(mu.shape, generator=generator).to(mu.device)
     z = mu + (0.5 * log_var).exp() * eps
     recon = F.binary_cross_entropy_with_logits(model.decode_logits(z), x01, reduction="none").flatten(1).sum(1)
-    kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).sum(1)
-    return (recon + kl).mean()
+    return (recon + gaussian_kl(mu, log_var)).mean()
 
 
 def train_vae(model: ConvVAE, images_uint8: torch.Tensor, *, minutes: float = 0, steps: int = 0,

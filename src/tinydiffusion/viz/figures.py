@@ -143,14 +143,16 @@ def diagnostic_figure(net, path: DiffusionPath, prediction: str, x0: torch.Tenso
 # ---------------------------------------------------------------------------------------- trajectory
 @torch.no_grad()
 def record_trajectory(net, path: DiffusionPath, sample_cfg, prediction: str, n: int, shape: tuple, *,
-                      generator: torch.Generator, device="cpu", cond=None) -> tuple[list[dict], list]:
+                      generator: torch.Generator, device="cpu", cond=None, decode=None) -> tuple[list[dict], list]:
     """Sample n images and keep every step's dict(i, t, x, x0_hat) (CPU copies), t as users name it (the step
-    on a DDPM path, see paths.from_time). Returns (steps, their times)."""
+    on a DDPM path, see paths.from_time). decode: latents -> images, for a latent run (x and x0_hat are then its
+    decoded latents). Returns (steps, their times)."""
     frames = []
+    decode = decode or (lambda x: x)
 
     def keep(d):  # the sampler's callback: x is the sample after the step from t, x0_hat the estimate at t
-        frames.append(dict(i=d["i"], t=from_time(path, d["t"]), x=d["x"].float().cpu().clamp(-1, 1),
-                           x0_hat=d["x0_hat"].float().cpu().clamp(-1, 1)))
+        frames.append(dict(i=d["i"], t=from_time(path, d["t"]), x=decode(d["x"]).float().cpu().clamp(-1, 1),
+                           x0_hat=decode(d["x0_hat"]).float().cpu().clamp(-1, 1)))
 
     generate(denoiser_for(net, path, prediction, sample_cfg), sample_cfg, n, shape, batch_size=n,
              generator=generator, device=device, cond=cond, callback=keep)
