@@ -232,3 +232,27 @@ def test_gflops_count_two_per_multiply_add():
 def test_backbones_refuses_bad_marks(tmp_path, capsys, marks):
     assert main(["experiment", "backbones", "--marks", marks, "--out", str(tmp_path / "bb")]) == 2
     assert "--marks" in capsys.readouterr().err and not (tmp_path / "bb").exists()
+
+
+def test_latent_vs_pixel_trains_the_autoencoder_two_latent_runs_and_pixels(tmp_path):
+    import numpy as np
+
+    from tinydiffusion.data import load_dataset
+
+    digits = tmp_path / "digits"  # 256 training digits: the autoencoder's cache takes no time
+    digits.mkdir()
+    for split, k in (("train", 256), ("test", 64)):
+        ds = load_dataset("mnist", split)
+        np.savez(digits / f"{split}.npz", images=ds.images[:k].numpy(), labels=ds.labels[:k].numpy())
+    out = tmp_path / "lvp"
+    sets = [a for s in (f"data.name={digits}", "model.channels=8", "train.batch_size=8", "train.precision=fp32",
+                        "sample.steps=2", "train.log_every=1") for a in ("--set", s)]
+    assert main(["experiment", "latent-vs-pixel", "--minutes", "0.03", "--ae-minutes", "0.01", "--n", "8",
+                 "--seeds", "2", "--device", "cpu", "--quiet", "--out", str(out), *sets]) == 0
+    r = results(out)
+    assert [row["preset"] for row in r["rows"]] == ["mnist-latent", "mnist-latent", "mnist"]
+    latent, full, pixel = r["rows"]
+    assert latent["total_minutes"] == pytest.approx(latent["train_minutes"] + r["ae_minutes"])
+    assert latent["train_minutes"] < full["train_minutes"] and all(row["s_per_64"] > 0 for row in r["rows"])
+    assert set(r["ceiling"]) >= {"psnr", "mse"} and (out / "latent_vs_pixel.png").exists()
+    assert main(["experiment", "latent-vs-pixel", "--minutes", "2", "--ae-minutes", "3", "--out", str(out / "x")]) == 2

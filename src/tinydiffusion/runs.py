@@ -111,9 +111,9 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
                       bf16=use_bf16(cfg.train.precision, device), callback=callback)
     if space is not None:
         images = space.decode(images)
-    return images.clamp(-1, 1), labels
+    return images.clamp(-1, 1), labels  # images: pixels, so clamped to the data range
 
 
 def _decoding(callback, space):
     """callback, fed frames whose x and x0_hat are decoded from latents to images."""
-    return lambda frame: callback({**frame, "x": space.decode(frame["x"]), "x0_hat": space.decode(frame["x0_hat"])})  # images: pixels, so clamped to the data range
+    return lambda frame: callback({**frame, "x": space.decode(frame["x"]), "x0_hat": space.decode(frame["x0_hat"])})

@@ -29,6 +29,9 @@ EXPERIMENTS.add("methods", "methods", "each method (DDPM, flow, ...) trained for
 EXPERIMENTS.add("backbones", "backbones", "U-Net and DiT (or any presets) at equal wall-clock: params, GFLOPs/image, "
                 "img/s, and fd_classifier after 2/5/10 minutes, n = 1000, three seeds")
 
+EXPERIMENTS.add("latent-vs-pixel", "latent_vs_pixel", "latent diffusion (autoencoder + latent run) beside pixel "
+                "diffusion at equal total minutes: fd_classifier, img/s, s per 64 images, the reconstruction ceiling")
+
 
 def load(name: str):
     """The module of experiment `name`."""
