@@ -1,8 +1,11 @@
 // Runs page: one run's config, loss curve (the viz module's figure), sample grids over training, metrics table.
 const $ = (id) => document.getElementById(id);
+let latest = 0;  // the newest request: an older run's answer arriving late must not overwrite the chosen run's
 async function show() {
+  const mine = ++latest;
   let d;
   try { d = await api(`/api/run?run=${encodeURIComponent($("run").value)}`); } catch (e) { return; }
+  if (mine !== latest) return;
   $("summary").textContent = `${d.dir}: ${d.model}, ${d.path}, T = ${d.T}, step ${d.step}`;
   if (d.loss_png) $("loss").src = d.loss_png; else $("loss").removeAttribute("src");
   $("lossnote").textContent = d.loss_note || "";
