@@ -116,21 +116,21 @@ def train_autoencoder(cfg: Config, out: Path, *, device: str = "cpu", resume: bo
             checkpoint()
     bar.close()
     log.close()
-    folder = checkpoint()
-    meta.update(finish(ae.eval(), cfg, data, out, folder, dev))
+    checkpoint()
+    meta.update(finish(ae.eval(), cfg, data, out, dev))
     checkpoint()  # the same weights again (same digest), now with the latent statistics and the ceiling
     return dict(steps=step, elapsed_s=elapsed, loss=loss.item(), img_per_s=step * tc.batch_size / max(elapsed, 1e-9),
                 parameters=meta["parameters"], precision=meta["precision"], skipped=0, **meta["reconstruction"])
 
 
 @torch.no_grad()
-def finish(ae, cfg: Config, data, out: Path, folder: Path, dev) -> dict:
+def finish(ae, cfg: Config, data, out: Path, dev) -> dict:
     """Encode the training set once (the cache), measure its per-channel statistics and the reconstruction ceiling:
     MSE and PSNR on held-out test images, fd_classifier of reconstructed training images beside the originals'."""
     from ..eval.evaluate import evaluate_samples
-    from ..checkpoint import MANIFEST
+    from ..latent_space import weights_digest
 
-    digest = json.loads((folder / MANIFEST).read_text())["files"][MODEL]
+    digest = weights_digest(out)[1]  # the checkpoint just written is the newest
     (mean, log_var), _, _ = cached_latents(out, digest, data.images, ae.encode, device=dev)
     stats = latent_stats(mean, log_var)
     test = load_dataset(cfg.data.name, "test", cfg.data.path, image_size=cfg.data.image_size, channels=cfg.data.channels)
