@@ -24,8 +24,8 @@ def course(tmp_path_factory):
 
     from tinydiffusion.experiments.course import run_course
 
-    return run_course(tmp_path_factory.mktemp("course"), 0.02, n=16, sample_steps=5, nfe_n=8, overrides=tuple(TINY),
-                      device="cpu")
+    return run_course(tmp_path_factory.mktemp("course"), 0.02, n=16, sample_steps=5, nfe_n=8, lesson_steps=2,
+                      overrides=tuple(TINY), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,9 @@ def test_course_writes_one_page_with_the_checkpoints_and_every_picture(course):
     pictures = re.findall(r"<img src='([^']+)'|<img src=\"([^\"]+)\"", page)
     files = [a or b for a, b in pictures]
     assert {"schedule.png", "forward.png", "diagnostic.png", "trajectory.png", "checkpoints/loss.png",
-            "nfe/quality_vs_nfe.png"} <= set(files)
+            "nfe/quality_vs_nfe.png", "schedules/samples_linear.png", "timesteps/samples_T=200.png",
+            "vae-vs-ddpm/samples_vae.png"} <= set(files)
+    assert all((course / d / "report.md").is_file() for d in ("timing", "schedules", "timesteps", "vae-vs-ddpm"))
     assert all((course / f).is_file() for f in files)
 
 

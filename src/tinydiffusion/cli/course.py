@@ -1,4 +1,4 @@
-"""`tinydiffusion course`: the one command that reproduces the course (checkpoints, pictures, nfe) as course.html."""
+"""`tinydiffusion course`: the one command that reproduces the course (checkpoints, pictures, experiments) as course.html."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,8 @@ from pathlib import Path
 def add_course(sub):
     p = sub.add_parser("course", help="reproduce the lessons end to end into one static HTML report")
     p.add_argument("--minutes", type=float, default=2.0, help="training budget in minutes (default 2)")
+    p.add_argument("--lesson-minutes", type=float,
+                   help="budget per model of the comparison experiments (schedules, T, VAE); default minutes / 4")
     p.add_argument("--out", type=Path, default=Path("reports/course"), help="report folder (default reports/course)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -21,5 +23,8 @@ def run_course_command(args):
 
     if not args.minutes > 0:
         raise UserError(f"--minutes must be positive, got {args.minutes}.")
-    out = run_course(args.out, args.minutes, seed=args.seed, device=args.device, overrides=tuple(args.overrides))
+    if args.lesson_minutes is not None and not args.lesson_minutes > 0:
+        raise UserError(f"--lesson-minutes must be positive, got {args.lesson_minutes}.")
+    out = run_course(args.out, args.minutes, seed=args.seed, device=args.device, lesson_minutes=args.lesson_minutes,
+                     overrides=tuple(args.overrides))
     print(f"wrote {out / 'course.html'}; open it in a browser, or `tinydiffusion lab --course {out}`")

@@ -1,8 +1,10 @@
 """`tinydiffusion course`: the lessons end to end on a short budget, into one static HTML report (course.html).
 
 It trains the lesson's recipe once (the seed-checkpoints experiment: three checkpoints, PASS/FAIL), then draws
-every lesson picture from the viz module on that run, runs the nfe experiment on it with a small n, and writes
-course.html beside the pictures. The lab serves the folder (`tinydiffusion lab --course DIR`).
+every lesson picture from the viz module on that run, runs the timing and nfe experiments on it, then the lesson's
+comparison experiments (linear vs cosine, T = 1000/500/200, VAE vs DDPM) on a shorter budget per model, and writes
+course.html beside the pictures, linking every experiment's own report. The lab serves the folder
+(`tinydiffusion lab --course DIR`).
 """
 from __future__ import annotations
 
@@ -62,9 +64,18 @@ def lesson_pictures(run_dir: Path, out: Path, seed: int) -> list[tuple[str, str,
             ("trajectory.png", "From static to a digit", "x_t and x0_hat during sampling (also trajectory.gif)")]
 
 
+# the lesson's comparison experiments: (name, folder, title, what it compares)
+COMPARISONS = (("schedules", "schedules", "Linear vs cosine schedule", "the same recipe and budget, two schedules"),
+               ("timesteps", "timesteps", "Chain length T", "T = 1000, 500 and 200, the same budget"),
+               ("vae-vs-ddpm", "vae-vs-ddpm", "VAE vs diffusion", "quality, sharpness and ms per image"))
+
+
 def run_course(out: Path, minutes: float = 2.0, *, seed: int = 0, device: str = "auto", n: int = 256,
-               sample_steps: int = 50, nfe_n: int = 64, overrides: tuple[str, ...] = (), quiet: bool = True) -> Path:
-    """Train once, check the three checkpoints, draw the lessons' pictures, run nfe small; out/course.html."""
+               sample_steps: int = 50, nfe_n: int = 64, lesson_minutes: float | None = None,
+               lesson_steps: int | None = None, timing_steps: int | None = None, overrides: tuple[str, ...] = (),
+               quiet: bool = True) -> Path:
+    """Train once, check the three checkpoints, draw the lessons' pictures, time it, run nfe small, then the
+    comparison experiments for lesson_minutes per model (default minutes / 4) or lesson_steps; out/course.html."""
     start, out = time.perf_counter(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sets = [a for o in overrides for a in ("--set", o)]
@@ -79,13 +90,23 @@ def run_course(out: Path, minutes: float = 2.0, *, seed: int = 0, device: str = 
                                    "--samplers", "ddim,dpm++2m", "--steps", "5,20", "--no-ddpm-1000",
                                    "--seed", str(seed)])
     load("nfe").run(nfe)
+    timing = ["--run", str(run_dir), "--out", str(out / "timing"), "--seed", str(seed), "--device", device]
+    load("timing").run(_experiment_args("timing", timing + (["--steps", str(timing_steps)] if timing_steps else [])))
+    budget = ["--steps", str(lesson_steps)] if lesson_steps else ["--minutes", f"{lesson_minutes or minutes / 4:g}"]
+    for name, folder, _, _ in COMPARISONS:
+        load(name).run(_experiment_args(name, ["--out", str(out / folder), "--n", str(nfe_n), "--seed", str(seed),
+                                               "--device", device, "--reuse"] + budget + sets
+                                        + (["--sample-steps", str(sample_steps)] if name != "vae-vs-ddpm" else [])
+                                        + (["--quiet"] if quiet else [])))
     seconds = time.perf_counter() - start
     command = " ".join(["tinydiffusion course", f"--minutes {minutes:g}"] + [f"--set {o}" for o in overrides])
-    write_text(out / "course.html", course_html(results, pictures, command, seconds))
+    compared = [(t, w, d, sorted(p.name for p in (out / d).glob("samples_*.png"))) for _, d, t, w in COMPARISONS]
+    write_text(out / "course.html", course_html(results, pictures, command, seconds, compared))
     return out
 
 
-def course_html(results: dict, pictures: list[tuple[str, str, str]], command: str, seconds: float) -> str:
+def course_html(results: dict, pictures: list[tuple[str, str, str]], command: str, seconds: float,
+                compared: list[tuple[str, str, str, list[str]]] = ()) -> str:
     """One static page: the PASS/FAIL table, every picture, links to the experiments' own reports."""
     names = ["1. forward process", "2. loss", "3. recognisable samples"]
     c1, c2, c3 = results["forward"], results["loss"], results["samples"]
@@ -96,10 +117,15 @@ def course_html(results: dict, pictures: list[tuple[str, str, str]], command: st
                    f"</td><td>{html.escape(m)}</td></tr>" for a, ok, m in zip(names, results["passed"], measured))
     figs = "".join(f"<h2>{html.escape(t)}</h2><p>{html.escape(w)}</p><img src='{f}' alt='{html.escape(t)}'>"
                    for f, t, w in pictures)
+    comparisons = "".join(
+        f"<h2>{html.escape(t)}</h2><p>{html.escape(w)}: <a href='{d}/report.md'>{d}/report.md</a></p><div class='row'>"
+        + "".join(f"<figure><img src='{d}/{f}' alt='{html.escape(f)}'><figcaption>{html.escape(f[8:-4])}</figcaption>"
+                  "</figure>" for f in files) + "</div>" for t, w, d, files in compared)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>tinydiffusion: the course, end to end</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}}
 img{{max-width:100%;border:1px solid #ddd}} td{{border:1px solid #ccc;padding:3px 8px}} table{{border-collapse:collapse}}
+.row{{display:flex;gap:1em;flex-wrap:wrap}} figure{{margin:0}} .row img{{width:200px}}
 .pass{{color:#1b5e20;font-weight:bold}} .fail{{color:#b71c1c;font-weight:bold}}</style></head><body>
 <h1>The course, end to end</h1>
 <p>Reproduced by <code>{html.escape(command)}</code> in {seconds / 60:.1f} minutes.
@@ -111,5 +137,8 @@ The lesson's numbers are for 20 epochs; a short budget is judged by the trend (s
 {figs}
 <h2>Quality vs number of steps</h2><p>The nfe experiment on this run (small n): <a href="nfe/report.md">nfe/report.md</a>.</p>
 <img src="nfe/quality_vs_nfe.png" alt="quality vs NFE">
+<h2>Training step vs generation</h2><p>One training step against 64 images through the whole chain, and what that
+means at 512 px: <a href="timing/report.md">timing/report.md</a>.</p>
+{comparisons}
 </body></html>
 """
