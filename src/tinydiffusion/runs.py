@@ -40,11 +40,12 @@ def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu", weights: 
 
 
 def conditioning(cfg, meta: dict, *, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
-                 guidance: float | None = None) -> tuple[Cond | None, torch.Tensor | None]:
+                 guidance: float | None = None, encode: bool = True) -> tuple[Cond | None, torch.Tensor | None]:
     """(Cond for the net, labels or None) for a run, checking that the run can take what was asked for.
 
     Class runs take labels; text runs take prompts, or labels turned into prompts ("a handwritten 7"). The
-    labels returned for prompts are the digits they name, when every prompt names one.
+    labels returned for prompts are the digits they name, when every prompt names one. encode=False only checks
+    (the Cond of a text run is then None: the prompts are not run through the text encoder).
     """
     num_classes, text = int(meta.get("num_classes", 0)), bool(cfg.data.text)
     if guidance is not None and not (num_classes or text):
@@ -72,7 +73,7 @@ def conditioning(cfg, meta: dict, *, labels: torch.Tensor | None = None, prompts
         from .conditioning.text_encoder import get_encoder
         digits = [digit_in_prompt(p) for p in prompts] if labels is None else labels.tolist()
         found = None if None in digits else torch.tensor(digits, dtype=torch.long)
-        return get_encoder().encode(list(prompts)), found
+        return (get_encoder().encode(list(prompts)) if encode else None), found
     return None, None
 
 

@@ -53,7 +53,7 @@ def parse_request(params: dict, run_dir: Path) -> dict:
     prompt = str(params.get("prompt") or "").strip() or None
     labels = None if label is None else torch.full((n,), label)
     prompts = None if prompt is None else [prompt] * n
-    conditioning(cfg, meta, labels=labels, prompts=prompts, guidance=guidance)  # class range, text run, ...
+    conditioning(cfg, meta, labels=labels, prompts=prompts, guidance=guidance, encode=False)  # class range, text run
     return dict(n=n, steps=steps, sampler=sampler, seed=seed, guidance=guidance, labels=labels, prompts=prompts)
 
 

@@ -18,7 +18,9 @@ function showRun() {
 }
 function showFrame(f) {
   $("x").src = f.x; $("x0hat").src = f.x0_hat;
-  $("xcap").textContent = `x_t at step ${f.i + 1} of ${f.steps} (t = ${f.t.toFixed(3)})`;
+  // the sampler reports after each step: x has moved on from t, and x0_hat is the network's estimate made at t
+  $("xcap").textContent = `x after step ${f.i + 1} of ${f.steps} (the step from t = ${f.t.toFixed(3)})`;
+  $("x0cap").textContent = `x0_hat, estimated at t = ${f.t.toFixed(3)}`;
 }
 async function go() {
   if (source) source.close();
