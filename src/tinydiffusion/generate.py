@@ -14,10 +14,11 @@ from .timesteps import time_grid
 
 
 def denoiser_for(net, path: Path, prediction: str, sample_cfg: SampleConfig, *, guidance: float | None = None,
-                 guidance_rescale: float = 0.0):
+                 guidance_rescale: float = 0.0, drop_control: bool = False):
     """The Denoiser of a net for sampling with sample_cfg (its x0 clipping), wrapped in classifier-free guidance at
-    scale w = guidance unless that is None."""
-    return guided(Denoiser(net, path, prediction, clip_x0=sample_cfg.clip_x0), guidance, rescale=guidance_rescale)
+    scale w = guidance unless that is None (drop_control: the unconditional branch without the control map)."""
+    return guided(Denoiser(net, path, prediction, clip_x0=sample_cfg.clip_x0), guidance, rescale=guidance_rescale,
+                  drop_control=drop_control)
 
 
 @torch.no_grad()

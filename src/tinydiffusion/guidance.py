@@ -40,12 +40,15 @@ class ClassifierFreeGuidance:
     One batched call of the net on [x_t, x_t] with [cond, cond.null()]; w = 1 is the conditional prediction and
     w = 0 the unconditional one (each then needs one branch only, so they skip the other; rescale does not
     apply to them). cond=None is unconditional at any w. rescale = phi in [0, 1] (0 = off; Lin et al. use 0.7).
+    A ControlNet's control map stays in both branches (guidance on the labels or prompt) unless drop_control, which
+    makes the unconditional branch the base network without the map (guidance on the map itself).
     """
 
-    def __init__(self, denoiser: Denoiser, w: float, *, rescale: float = 0.0):
+    def __init__(self, denoiser: Denoiser, w: float, *, rescale: float = 0.0, drop_control: bool = False):
         if not 0.0 <= rescale <= 1.0:
             raise UserError(f"Guidance rescale must be between 0 and 1, got {rescale}.")
         self.w, self.rescale, self.clip_x0 = float(w), float(rescale), denoiser.clip_x0
+        self.drop_control = drop_control
         self.base = copy.copy(denoiser)  # the same wrapper, any kind, but clipping waits until after step 2
         self.base.clip_x0 = False
         self.net, self.path, self.prediction = denoiser.net, denoiser.path, denoiser.prediction
@@ -54,12 +57,12 @@ class ClassifierFreeGuidance:
         B = x_t.shape[0]
         t = times(t, B)  # a float, () or (B,) -> (B,) float64
         if cond is None or self.w == 0.0:  # w = 0 is exactly the unconditional prediction
-            x0, eps = self.base(x_t, t, None if cond is None else cond.null())
+            x0, eps = self.base(x_t, t, None if cond is None else cond.null(self.drop_control))
         elif self.w == 1.0:  # plain conditional sampling: one branch (rescale is the identity at w = 1)
             x0, eps = self.base(x_t, t, cond)
         else:
             # 1. both branches in one call: (2B, C, H, W) with conditions [cond, null]
-            x0_both, eps_both = self.base(torch.cat([x_t, x_t]), torch.cat([t, t]), Cond.cat(cond, cond.null()))
+            x0_both, eps_both = self.base(torch.cat([x_t, x_t]), torch.cat([t, t]), Cond.cat(cond, cond.null(self.drop_control)))
             (x0_c, x0_u), (eps_c, eps_u) = x0_both.chunk(2), eps_both.chunk(2)  # (2B, ...) -> 2 x (B, ...)
             # 2. extrapolate from the unconditional towards the conditional prediction
             x0, eps = x0_u + self.w * (x0_c - x0_u), eps_u + self.w * (eps_c - eps_u)
@@ -73,6 +76,6 @@ class ClassifierFreeGuidance:
         return x0, eps
 
 
-def guided(denoiser: Denoiser, w: float | None, *, rescale: float = 0.0):
+def guided(denoiser: Denoiser, w: float | None, *, rescale: float = 0.0, drop_control: bool = False):
     """The denoiser itself when w is None (no guidance requested), else its guided wrapper."""
-    return denoiser if w is None else ClassifierFreeGuidance(denoiser, w, rescale=rescale)
+    return denoiser if w is None else ClassifierFreeGuidance(denoiser, w, rescale=rescale, drop_control=drop_control)

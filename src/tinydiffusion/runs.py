@@ -26,7 +26,10 @@ def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu", weights: 
     cfg = load_config(run_dir / CONFIG)
     folder = latest(run_dir)  # the newest complete checkpoint
     meta = load_meta(run_dir, folder)
-    net = model_from_config(cfg, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
+    if cfg.control.base:  # a ControlNet: its base run, frozen, and the trained branch
+        net, trainable = load_control_net(cfg, meta, device, use_ema)
+    else:
+        net = trainable = model_from_config(cfg, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
     if weights is not None:
         if not Path(weights).is_file():
             raise UserError(f"Weights file {weights} does not exist.")
@@ -35,8 +38,52 @@ def load_run(run_dir: Path, use_ema: bool = True, device: str = "cpu", weights: 
     if use_ema and weights == folder / MODEL and cfg.train.ema_decay > 0:  # trained with EMA, but its file is gone
         print(f"note: {folder / EMA} is missing, so the raw weights ({MODEL}) are used; pass --raw to choose "
               "them on purpose.", file=sys.stderr)
-    load_weights(net, weights)
+    load_weights(trainable, weights)
     return cfg, net.to(device).eval(), make_path(cfg.diffusion.path, cfg.diffusion.T), meta
+
+
+def control_model(cfg, base, shape: tuple, num_classes: int):
+    """(the network a control run samples with, the part of it that trains and is saved): a ControlNet on the frozen
+    base net, or (control.arch = concat) the base's architecture built afresh with the map as one more input channel."""
+    from .models.controlnet import ConcatControl, ControlBranch, ControlNet
+
+    if cfg.control.arch == "concat":
+        C, H, W = shape
+        net = ConcatControl(model_from_config(cfg, (C + 1, H, W), num_classes), C)
+        return net, net.net
+    branch = ControlBranch(base, hint_channels=cfg.control.hint_channels, zero_init=cfg.control.zero_init)
+    return ControlNet(base, branch), branch
+
+
+def check_base(base_dir: Path, base_meta: dict, dataset: str, shape: tuple, what: str) -> None:
+    """One sentence unless the base run generates images of `dataset` and `shape` (and is a pixel denoiser)."""
+    if base_meta.get("kind") == "autoencoder" or base_meta.get("autoencoder") or base_meta.get("control"):
+        raise UserError(f"The base run {base_dir} is not a pixel denoiser (an autoencoder, a latent run or a "
+                        "ControlNet); give control.base a run trained with --preset mnist (or another pixel preset).")
+    if base_meta.get("dataset") != dataset or tuple(base_meta["shape"]) != tuple(shape):
+        raise UserError(f"The base run {base_dir} generates {base_meta.get('dataset')} images of shape "
+                        f"{tuple(base_meta['shape'])}, but {what} {dataset} images of shape {tuple(shape)}; choose a "
+                        "base trained on the same data.")
+
+
+def base_digest(base_dir: Path) -> str:
+    """The SHA-256 of the base run's newest weights (its EMA file where there is one), from its manifest."""
+    import json
+    folder = latest(base_dir, quiet=True)
+    files = json.loads((folder / "manifest.json").read_text())["files"] if (folder / "manifest.json").exists() else {}
+    return files.get(EMA, files.get(MODEL, ""))
+
+
+def load_control_net(cfg, meta: dict, device: str, use_ema: bool):
+    """(net, trainable part) of a control run, its base run loaded (frozen) and checked against what it learnt."""
+    known = meta.get("control", {})
+    base_dir = Path(known.get("base", cfg.control.base))
+    _, base, _, base_meta = load_run(base_dir, use_ema=use_ema, device=device)
+    check_base(base_dir, base_meta, meta["dataset"], tuple(meta["shape"]), "this ControlNet was trained on")
+    if cfg.control.arch == "controlnet" and known.get("digest") and base_digest(base_dir) != known["digest"]:
+        raise UserError(f"The base run {base_dir} has changed since this ControlNet was trained on it (its weights "
+                        "differ); restore it, or train the ControlNet again.")
+    return control_model(cfg, base, tuple(meta["shape"]), int(meta.get("num_classes", 0)))
 
 
 def conditioning(cfg, meta: dict, *, labels: torch.Tensor | None = None, prompts: list[str] | None = None,

@@ -51,6 +51,11 @@ RULES: list[Rule] = [
     ("sample.eta", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("sample.shift", lambda v: v > 0, "positive"),
     ("sample.variance", lambda v: v in ("small", "large"), "'small' or 'large'"),
+    ("control.arch", lambda v: v in ("controlnet", "concat"), "'controlnet' or 'concat'"),
+    ("control.hint_channels", lambda v: v >= 1, "at least 1"),
+    ("control.drop_base", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("control.fidelity_every", lambda v: v >= 0, "0 (off) or more"),
+    ("control.fidelity_n", lambda v: v >= 1, "at least 1"),
     ("seed", lambda v: 0 <= v < 2**63, "a non-negative integer"),
 ]
 

@@ -21,6 +21,7 @@ KINDS = {
     "metrics": ("tinydiffusion.eval.evaluate", "METRICS"),
     "presets": ("tinydiffusion.config", "PRESETS"),
     "experiments": ("tinydiffusion.experiments", "EXPERIMENTS"),
+    "control-maps": ("tinydiffusion.conditioning.control", "CONTROL_MAPS"),
 }
 
 

@@ -1,7 +1,7 @@
 """Cond: the one type a network is conditioned with, for any kind of condition.
 
 A batch of B conditions holds any of: class labels (B,), prompt token states (B, L, D) with their mask (B, L),
-and (later) control images. Samplers, guidance and batching only slice, move, concatenate and null it, so they
+and control images (B, C, H, W) in [-1, 1] with their per-row scale (B,) (ControlNet, models/controlnet.py). Samplers, guidance and batching only slice, move, concatenate and null it, so they
 never need to know which kinds it carries; each network reads the fields it was built for.
 """
 from __future__ import annotations
@@ -17,11 +17,16 @@ NULL_LABEL = -1  # "no class": every class network maps it to its learned null e
 @dataclass(frozen=True, eq=False)
 class Cond:
     """labels (B,) int64, NULL_LABEL = unconditional; tokens (B, L, D) with mask (B, L), True = a real token
-    (a row without any is the empty prompt, the unconditional text branch). Fields not given are None."""
+    (a row without any is the empty prompt, the unconditional text branch); control (B, C, H, W) maps in [-1, 1] with
+    control_scale (B,) float, the multiplier of the ControlNet's residuals (0 = the base network alone). Fields
+    not given are None. The null condition keeps the control (guidance acts on the labels or prompt, the map
+    stays in both branches) unless asked to drop it: null(control=True)."""
 
     labels: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    control: torch.Tensor | None = None
+    control_scale: torch.Tensor | None = None
 
     def __post_init__(self):
         if (self.tokens is None) != (self.mask is None):
@@ -29,6 +34,11 @@ class Cond:
         if self.tokens is not None and (self.tokens.dim() != 3 or self.tokens.shape[:2] != self.mask.shape):
             raise ValueError(f"Cond needs tokens (B, L, D) and mask (B, L); got {tuple(self.tokens.shape)} "
                              f"and {tuple(self.mask.shape)}.")
+        if (self.control is None) != (self.control_scale is None):
+            raise ValueError("Cond needs control and control_scale together.")
+        if self.control is not None and (self.control.dim() != 4 or self.control_scale.shape != self.control.shape[:1]):
+            raise ValueError(f"Cond needs control (B, C, H, W) and control_scale (B,); got "
+                             f"{tuple(self.control.shape)} and {tuple(self.control_scale.shape)}.")
         sizes = {len(v) for v in self._tensors().values()}
         if len(sizes) > 1:
             raise ValueError(f"Cond fields have different batch sizes: {sorted(sizes)}.")
@@ -54,9 +64,12 @@ class Cond:
             return self
         return replace(self, tokens=self.tokens * self.mask[..., None])
 
-    def null(self) -> "Cond":
-        """The unconditional counterpart of the same batch: null labels, prompts without tokens."""
+    def null(self, control: bool = False) -> "Cond":
+        """The unconditional counterpart of the same batch: null labels, prompts without tokens; the control map is
+        kept unless control=True (then its scale is 0: the base network's prediction)."""
         out = self
+        if control and self.control is not None:
+            out = replace(out, control_scale=torch.zeros_like(self.control_scale))
         if self.labels is not None:
             out = replace(out, labels=torch.full_like(self.labels, NULL_LABEL))
         if self.tokens is not None:
@@ -64,7 +77,8 @@ class Cond:
         return out
 
     def drop(self, where: torch.Tensor) -> "Cond":
-        """The rows where `where` (B,) is True replaced by the null condition (classifier-free training)."""
+        """The rows where `where` (B,) is True replaced by the null condition (classifier-free training); the control
+        map stays (ControlNet training drops the base's condition so the model learns from the map alone)."""
         out = self
         if self.labels is not None:
             out = replace(out, labels=self.labels.masked_fill(where.to(self.labels.device), NULL_LABEL))
@@ -82,4 +96,7 @@ class Cond:
             L = max(p.tokens.shape[1] for p in parts)
             out["tokens"] = torch.cat([F.pad(p.tokens, (0, 0, 0, L - p.tokens.shape[1])) for p in parts])  # (B, L, D)
             out["mask"] = torch.cat([F.pad(p.mask, (0, L - p.mask.shape[1]), value=False) for p in parts])
+        if parts[0].control is not None:
+            out["control"] = torch.cat([p.control for p in parts])  # (B1 + B2 + ..., C, H, W)
+            out["control_scale"] = torch.cat([p.control_scale for p in parts])
         return Cond(**out)

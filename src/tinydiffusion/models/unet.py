@@ -57,6 +57,7 @@ class UNet(Conditioned):
                 self.down.append(Downsample(ch))
                 skip_ch.append(ch)
                 res = (res + 1) // 2
+        self.skip_channels, self.mid_channels = tuple(skip_ch), ch  # what encode() returns (a ControlNet's zero convs)
         self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, norm_kind, scale_shift),
                                   SelfAttention(ch, heads, norm_kind), ResBlock(ch, ch, emb_dim, dropout, norm_kind,
                                                                                 scale_shift)])
@@ -91,14 +92,24 @@ class UNet(Conditioned):
         return self.condition_embedding(cond, self.time_mlp(timestep_embedding(t, self.emb_channels)))  # (B, 4C)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        return self.decode(*self.encode(x, t, cond))
+
+    def encode(self, x: torch.Tensor, t: torch.Tensor, cond=None, hint: torch.Tensor | None = None):
+        """The encoder and middle: (h after the middle, the skips, emb, ctx). hint (B, C, H/p, W/p) is added to the
+        first features (a ControlNet's copy, models/controlnet.py)."""
         ctx = self.context(cond, x.shape[0], x.device)
         emb = self.embed(t, cond)
         h = self.conv_in(F.pixel_unshuffle(x, self.patch_size))  # (B, C, H, W) -> (B, C p^2, H/p, W/p)
+        if hint is not None:
+            h = h + hint
         skips = [h]
         for layer in self.down:
             h = layer(h) if isinstance(layer, Downsample) else _run(layer, h, emb, ctx)
             skips.append(h)
-        h = _run(self.mid, h, emb, ctx)
+        return _run(self.mid, h, emb, ctx), skips, emb, ctx
+
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor, ctx) -> torch.Tensor:
+        """The decoder: each level takes the skips from the end of the list (which it empties)."""
         for layer in self.up:
             if isinstance(layer, Upsample):
                 h = layer(h, skips[-1].shape[-2:])

@@ -79,6 +79,9 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     if not resume and (out / CONFIG).exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
     with run_lock(out):
+        if cfg.control.base:  # a ControlNet on a frozen base run
+            from .controlnet import train_controlnet
+            return train_controlnet(cfg, out, device=device, resume=resume, quiet=quiet)
         if is_autoencoder(cfg.model.name):
             from .autoencoder import train_autoencoder
             return train_autoencoder(cfg, out, device=device, resume=resume, quiet=quiet)
