@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CONFIG, EMA, MODEL, latest, load_meta, load_weights, model_from_config
+from .checkpoint import CONFIG, EMA, MANIFEST, MODEL, latest, load_meta, load_weights, model_from_config
 from .conditioning import Cond
 from .config import load_config
 from .device import use_bf16
@@ -70,7 +70,7 @@ def base_digest(base_dir: Path) -> str:
     """The SHA-256 of the base run's newest weights (its EMA file where there is one), from its manifest."""
     import json
     folder = latest(base_dir, quiet=True)
-    files = json.loads((folder / "manifest.json").read_text())["files"] if (folder / "manifest.json").exists() else {}
+    files = json.loads((folder / MANIFEST).read_text())["files"] if (folder / MANIFEST).exists() else {}
     return files.get(EMA, files.get(MODEL, ""))
 
 
@@ -136,21 +136,35 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
                        spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
                        use_ema: bool = True, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
                        guidance: float | None = None, guidance_rescale: float = 0.0, weights: Path | None = None,
-                       callback=None):
+                       callback=None, control: torch.Tensor | None = None, control_scale: float | None = None,
+                       drop_control: bool = False):
     """(images (n, C, H, W) in [-1, 1], labels (n,) or None) from a run, for n labels or n prompts (or
     neither), with optional classifier-free guidance; bad requests raise UserError before any sampling.
+    control: n maps (n, 1, H, W) in {0, 1} for a control run, at control_scale (default: the run's control.scale);
+    drop_control: guidance's unconditional branch is the base without the map (guidance on the map itself).
     callback(frame): called once per sampler step with the sampler's dict (i, t, x, x0_hat) of the current batch,
     x and x0_hat as images (decoded through the autoencoder of a latent run)."""
     cfg, net, path, meta = load_run(run_dir, use_ema=use_ema, device=device, weights=weights)
     for given, what in ((labels, "labels"), (prompts, "prompts")):
         if given is not None and len(given) != n:
             raise UserError(f"Give one of the {what} per image: got {len(given)} for {n} images.")
-    cond, labels = conditioning(cfg, meta, labels=labels, prompts=prompts, guidance=guidance)
+    if control is not None and not cfg.control.base:
+        raise UserError("This run was not trained with control maps (train one with --preset mnist-controlnet); "
+                        "drop --control.")
+    if drop_control and (control is None or guidance is None):
+        raise UserError("Dropping the control map in guidance needs --guidance W and a control map.")
+    if control is not None and len(control) != n:
+        raise UserError(f"Give one control map per image: got {len(control)} for {n} images.")
+    cond, labels = conditioning(cfg, meta, labels=labels, prompts=prompts,
+                                guidance=None if drop_control else guidance)  # the map is what guidance steers by
+    if control is not None:
+        from .conditioning.control import control_cond
+        cond = control_cond(control, cfg.control.scale if control_scale is None else control_scale, cond)
     sample_cfg = replace(cfg.sample, sampler=cfg.sample.sampler if sampler is None else sampler,
                          steps=cfg.sample.steps if steps is None else steps,
                          spacing=cfg.sample.spacing if spacing is None else spacing)
     denoiser = denoiser_for(net, path, cfg.diffusion.prediction, sample_cfg, guidance=guidance,
-                            guidance_rescale=guidance_rescale)
+                            guidance_rescale=guidance_rescale, drop_control=drop_control)
     space = run_latent_space(meta, device)  # None for a pixel run
     if space is not None and callback is not None:
         callback = _decoding(callback, space)

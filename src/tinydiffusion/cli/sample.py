@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .common import add_sampling_args
+from .control import add_control_args, control_request, print_fidelity
 
 
 def add_sample(sub):
@@ -21,6 +22,7 @@ def add_sample(sub):
                    help="classifier-free guidance scale: 1 = plain conditional, 0 = unconditional, >1 = stronger")
     p.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
                    help="guidance rescale (Lin et al. 2024) in [0, 1] against over-saturation; 0 = off")
+    add_control_args(p)
     p.add_argument("--out", type=Path, required=True, help="FILE.npz (images in [0, 1]) or FILE.png (a grid)")
     p.set_defaults(func=run_sample)
 
@@ -62,12 +64,15 @@ def run_sample(args):
         labels = torch.tensor(rows).repeat_interleave(n // len(rows))  # (rows,) -> (n,): row-major grid
     elif args.prompt:
         prompts = [p for p in rows for _ in range(n // len(rows))]
+    control, source_labels, n = control_request(args, n)
     start = time.perf_counter()
     images, labels = sample_conditional(
         args.run, n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
         batch_size=args.batch_size, device=resolve_device(args.device), use_ema=not args.raw, labels=labels,
-        prompts=prompts, guidance=args.guidance, guidance_rescale=args.guidance_rescale)
+        prompts=prompts, guidance=args.guidance, guidance_rescale=args.guidance_rescale, control=control,
+        control_scale=args.control_scale, drop_control=args.drop_control)
     seconds = time.perf_counter() - start
+    labels = source_labels if labels is None else labels  # --control-from: the digits the maps came from
     if rows and args.out.suffix == ".png":
         save_labelled_grid(to_unit_range(images), args.out, [str(r) for r in rows])
     elif args.out.suffix == ".png":
@@ -75,3 +80,5 @@ def run_sample(args):
     else:
         write_samples(args.out, to_unit_range(images), labels)
     print(f"wrote {n} samples to {args.out} in {seconds:.2f} s ({seconds / n * 1000:.1f} ms/image)")
+    if args.control_from:
+        print_fidelity(images, control, source_labels, args.run)
