@@ -87,4 +87,5 @@ def print_fidelity(images, maps, labels, run: Path) -> None:
     s = fidelity(images, maps, cfg.control.kind, labels, cfg.data.name)
     acc = f", label accuracy {s['label_accuracy']:.3f}" if "label_accuracy" in s else ""
     print(f"control fidelity ({cfg.control.kind}, n = {s['n']}, 1-pixel tolerance): F1 {s['f1']:.3f}, IoU "
-          f"{s['iou']:.3f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}{acc}")
+          f"{s['iou']:.3f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}, F1 without tolerance "
+          f"{s['f1_exact']:.3f}{acc}")

@@ -60,6 +60,11 @@ def add_viz(sub):
     q.add_argument("--n-test", type=int, default=250, help="held-out test digits per bin (default 250)")
     q.set_defaults(func=run_loss, default_out="loss.png")
 
+    q = viz.add_parser("control", help="a ControlNet run's fidelity to held-out maps over training (F1, labels)")
+    q.add_argument("--run", type=Path, action="append", required=True,
+                   help="a ControlNet run directory (repeat to compare runs on one plot)")
+    q.set_defaults(func=run_control, default_out="control.png")
+
     for q in viz.choices.values():
         q.add_argument("--out", type=Path, help="PNG to write (default: NAME.png in the current folder)")
         q.add_argument("--seed", type=int, default=0)
@@ -225,3 +230,12 @@ def run_loss(args):
     bins = loss_by_t(net, path, cfg.diffusion.prediction, x0, args.bins, g)
     save_png(loss_by_t_figure(bins, cfg.diffusion.prediction, args.n_test, args.run.name), by_t_out)
     _done(by_t_out, start)
+
+
+def run_control(args):
+    from ..viz.curves import fidelity_curve_figure, read_fidelity
+    from ..viz.grids import save_png
+
+    start, out = time.perf_counter(), _out(args)
+    save_png(fidelity_curve_figure({r.name: read_fidelity(r) for r in args.run}), out)
+    _done(out, start)

@@ -1,5 +1,5 @@
 """Control maps made from the data, for ControlNet (Zhang et al. 2023, sec. 4: Canny edges, HED, scribbles, ...):
-Sobel edges with a threshold, the skeleton of the strokes (Zhang & Suen 1984 thinning) and a coarse 7x7 occupancy
+Sobel edges thinned by non-maximum suppression and thresholded, the skeleton of the strokes (Zhang & Suen 1984 thinning) and a coarse 7x7 occupancy
 sketch. Pure tensor functions: images (B, C, H, W) in [-1, 1] -> binary maps (B, 1, H, W) in {0, 1}, 1 = ink.
 
 The network reads a map in the image convention, 2 m - 1 in {-1, 1} (`control_cond`); a map a user drew (a PNG
@@ -26,13 +26,25 @@ def _gray01(x: torch.Tensor) -> torch.Tensor:
 
 
 def edges(x: torch.Tensor) -> torch.Tensor:
-    """Sobel edges (Sobel & Feldman 1968): |grad| of the [0, 1] image, the 3x3 kernels divided by 4 so a sharp
-    step has magnitude 1, thresholded at EDGE_THRESHOLD. Replicate padding: the border makes no edge."""
+    """Thin edges: the Sobel gradient (Sobel & Feldman 1968) of the [0, 1] image, kernels divided by 4 so a sharp step
+    has magnitude 1, thinned by Canny's non-maximum suppression (Canny 1986: a pixel stays only where its magnitude
+    is at least both neighbours' along the gradient direction, quantised to 0, 45, 90, 135 degrees), then thresholded
+    at EDGE_THRESHOLD (one threshold: no hysteresis). Replicate padding: the border makes no edge."""
     g = _gray01(x)
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
     k = torch.stack([kx, kx.T])[:, None].to(g)  # (2, 1, 3, 3): d/dx, d/dy
-    grad = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k)  # (B, 2, H, W)
-    return (grad.pow(2).sum(1, keepdim=True).sqrt() > EDGE_THRESHOLD).float()
+    gx, gy = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k).unbind(1)  # each (B, H, W)
+    mag = (gx.pow(2) + gy.pow(2)).sqrt()[:, None]  # (B, 1, H, W)
+    angle = torch.atan2(gy, gx)[:, None] % torch.pi  # direction of the gradient in [0, pi)
+    sector = ((angle + torch.pi / 8) // (torch.pi / 4)).long() % 4  # 0: 0 deg, 1: 45, 2: 90, 3: 135
+    p = F.pad(mag, (1, 1, 1, 1))
+    H, W = mag.shape[-2:]
+    at = lambda di, dj: p[..., 1 + di:1 + di + H, 1 + dj:1 + dj + W]  # noqa: E731 - magnitude at (i+di, j+dj)
+    steps = [(0, 1), (1, 1), (1, 0), (1, -1)]  # (di, dj) along each sector's direction (rows grow downwards)
+    keep = torch.zeros_like(mag, dtype=torch.bool)
+    for d, (di, dj) in enumerate(steps):
+        keep |= (sector == d) & (mag >= at(di, dj)) & (mag >= at(-di, -dj))
+    return (keep & (mag > EDGE_THRESHOLD)).float()
 
 
 def _neighbours(b: torch.Tensor) -> list[torch.Tensor]:
@@ -78,7 +90,8 @@ def sketch(x: torch.Tensor) -> torch.Tensor:
 
 
 CONTROL_MAPS = Registry("control map", " (see `tinydiffusion list control-maps`)")
-CONTROL_MAPS.add("edges", edges, "Sobel edges of the digit, thresholded (both sides of every stroke)")
+CONTROL_MAPS.add("edges", edges, "Sobel edges of the digit thinned by non-maximum suppression, thresholded "
+                  "(both sides of every stroke)")
 CONTROL_MAPS.add("skeleton", skeleton, "the strokes thinned to one pixel (Zhang-Suen)")
 CONTROL_MAPS.add("sketch", sketch, "a coarse 7x7 occupancy grid: where the digit has ink")
 

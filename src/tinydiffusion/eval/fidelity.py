@@ -39,10 +39,11 @@ def map_agreement(pred: torch.Tensor, target: torch.Tensor, tolerance: int = 1) 
 def fidelity(samples: torch.Tensor, maps: torch.Tensor, kind: str, labels: torch.Tensor | None = None,
              dataset: str = "mnist", tolerance: int = 1) -> dict[str, float]:
     """Mean F1, IoU, precision, recall of control_map(kind, samples) against maps (B, 1, H, W) in {0, 1}, for
-    samples (B, C, H, W) in [-1, 1]; with labels (B,), also label_accuracy: the share the classifier reads as the
+    samples (B, C, H, W) in [-1, 1], and f1_exact (F1 without tolerance); with labels (B,), also label_accuracy: the share the classifier reads as the
     digit the map came from."""
-    scores = map_agreement(control_map(kind, samples.float()), maps.float(), tolerance)
-    out = {k: float(v.mean()) for k, v in scores.items()}
+    made = control_map(kind, samples.float())
+    out = {k: float(v.mean()) for k, v in map_agreement(made, maps.float(), tolerance).items()}
+    out["f1_exact"] = float(map_agreement(made, maps.float(), 0)["f1"].mean())  # no tolerance: the strict reading
     if labels is not None:
         net, _ = load_classifier(dataset)
         _, pred = classifier_outputs(net, ((samples.float().cpu() + 1) / 2).clamp(0, 1))

@@ -163,3 +163,40 @@ def loss_by_t_figure(rows: list[dict], prediction: str, n: int, run_name: str) -
                "Before clipping, ||x0_hat - x_0||^2 = (1 - alpha_bar_t)/alpha_bar_t * ||eps_hat - eps||^2, so a small "
                "eps error at large t is a large image error.")
     return titled(plot, "Which noise levels is the model worst at?", caption)
+
+
+# --------------------------------------------------------------------------------------- control fidelity
+def read_fidelity(run_dir: Path) -> list[dict]:
+    """The fidelity rows a control run logged (train/controlnet.py: step, fidelity_f1, fidelity_label_accuracy)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise UserError(f"No metrics.jsonl in {run_dir}; is it a run directory written by `tinydiffusion train`?")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "fidelity_f1" in r]
+    if not rows:
+        raise UserError(f"{path} holds no fidelity rows: it is not a ControlNet run, or it was trained with "
+                        "control.fidelity_every=0.")
+    return rows
+
+
+def fidelity_curve_figure(runs: dict[str, list[dict]], title: str = "") -> Image.Image:
+    """The map F1 (and, where logged, label accuracy) of samples against held-out maps over training, one line per
+    run: Zhang et al. 2023 (sec. 4.4) see the model start following its maps suddenly, not gradually."""
+    palette = dict(zip(runs, COLORS))
+    kind = next(iter(runs.values()))[0].get("fidelity_kind", "edges")
+    f1 = line_plot_image([Line([r["step"] for r in rows], [r["fidelity_f1"] for r in rows], name, palette[name],
+                               markers=True) for name, rows in runs.items()],
+                         title=f"{kind} F1 (1-pixel tolerance)", xlabel="step", ylabel="F1", ylim=(0, 1.02),
+                         size=(560, 380), integer_x=True)
+    panels = [f1]
+    if all("fidelity_label_accuracy" in rows[0] for rows in runs.values()):
+        panels.append(line_plot_image(
+            [Line([r["step"] for r in rows], [r["fidelity_label_accuracy"] for r in rows], name, palette[name],
+                  markers=True) for name, rows in runs.items()],
+            refs=[Ref(y=0.1, label="chance (10 classes)")], title="label accuracy", xlabel="step",
+            ylabel="accuracy", ylim=(0, 1.02), size=(560, 380), integer_x=True))
+    last = "; ".join(f"{n}: F1 {rows[-1]['fidelity_f1']:.3f} at step {rows[-1]['step']}" for n, rows in runs.items())
+    caption = (f"Samples from the EMA weights for {next(iter(runs.values()))[0].get('fidelity_n', '?')} fixed maps of "
+               f"held-out test digits, the {kind} map of each sample against its map; step 0 is the frozen base "
+               f"alone (zero convolutions), the chance level. Last: {last}.")
+    return titled(hstack(panels), title or "Control fidelity over training", caption)
