@@ -203,3 +203,18 @@ def test_a_retrained_base_is_noticed(control_run, tmp_path):
     finally:
         shutil.rmtree(base)
         shutil.move(saved, base)
+
+
+def test_the_experiment_reports_every_arm_and_scale(tiny_run, tmp_path):
+    overrides = [a for o in TINY for a in ("--set", o)] + ["--set", "control.fidelity_every=1",
+                                                          "--set", "control.fidelity_n=2"]
+    assert main(["experiment", "controlnet", "--base", str(tiny_run), "--steps", "1", "--n", "4", "--scales", "0,1",
+                 "--out", str(tmp_path / "r"), "--quiet", *overrides]) == 0
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [r["arm"] for r in results["arms"]] == ["controlnet", "random-init", "concat-scratch"]
+    assert [r["scale"] for r in results["scales"]] == [0.0, 1.0]
+    assert all(0 <= r["f1"] <= 1 and 0 <= r["label_accuracy"] <= 1 for r in results["arms"] + results["scales"])
+    arms = {r["arm"]: r for r in results["arms"]}
+    assert arms["controlnet"]["trainable_parameters"] == arms["random-init"]["trainable_parameters"]
+    assert (tmp_path / "r" / "scales.png").exists() and (tmp_path / "r" / "curve.png").exists()
+    assert "Scale 0 is the base's unconditioned samples" in (tmp_path / "r" / "report.md").read_text()

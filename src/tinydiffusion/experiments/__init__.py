@@ -29,6 +29,8 @@ EXPERIMENTS.add("methods", "methods", "each method (DDPM, flow, ...) trained for
 EXPERIMENTS.add("backbones", "backbones", "U-Net and DiT (or any presets) at equal wall-clock: params, GFLOPs/image, "
                 "img/s, and fd_classifier after 2/5/10 minutes, n = 1000, three seeds")
 
+EXPERIMENTS.add("controlnet", "controlnet", "ControlNet on a trained base: fidelity to held-out maps (F1, label accuracy) "
+                "vs control scale, zero vs random init, and a from-scratch model with the map as input, at equal minutes")
 EXPERIMENTS.add("latent-vs-pixel", "latent_vs_pixel", "latent diffusion (autoencoder + latent run) beside pixel "
                 "diffusion at equal total minutes: fd_classifier, img/s, s per 64 images, the reconstruction ceiling")
 
