@@ -218,3 +218,12 @@ def test_the_experiment_reports_every_arm_and_scale(tiny_run, tmp_path):
     assert arms["controlnet"]["trainable_parameters"] == arms["random-init"]["trainable_parameters"]
     assert (tmp_path / "r" / "scales.png").exists() and (tmp_path / "r" / "curve.png").exists()
     assert "Scale 0 is the base's unconditioned samples" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_control_run_resumes(control_run, tmp_path):
+    run = tmp_path / "ctrl"
+    shutil.copytree(control_run, run)
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3", "--quiet"]) == 0
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "fidelity_f1" in r] == [0, 2]  # nothing logged twice
+    assert json.loads(sorted((run / "checkpoints").glob("step_*"))[-1].joinpath("meta.json").read_text())["step"] == 3

@@ -86,6 +86,8 @@ def train_controlnet(cfg: Config, out: Path, *, device: str = "cpu", resume: boo
         step, elapsed = int(state["step"]), float(state["elapsed"])
         g.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        log = out / "metrics.jsonl"  # rows logged after the checkpoint will be logged again
+        log.write_text("".join(r + "\n" for r in log.read_text().splitlines() if r and json.loads(r)["step"] <= step))
     _, test_maps, test_labels = held_out_maps(cfg, cc.fidelity_n) if cc.fidelity_every else (None, None, None)
 
     def checkpoint():
