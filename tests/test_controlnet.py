@@ -141,7 +141,7 @@ def test_training_saves_the_branch_only_and_logs_fidelity(control_run, tiny_run)
         assert torch.equal(net.base.state_dict()[k], v)
     rows = [json.loads(r) for r in (control_run / "metrics.jsonl").read_text().splitlines()]
     fid = [r for r in rows if "fidelity_f1" in r]
-    assert [r["step"] for r in fid] == [0, 2] and all(0 <= r["fidelity_f1"] <= 1 for r in fid)
+    assert [r["step"] for r in fid] == [0, 1, 2] and all(0 <= r["fidelity_f1"] <= 1 for r in fid)
     assert "fidelity_label_accuracy" in fid[0] and any("loss" in r for r in rows)
 
 
@@ -220,10 +220,18 @@ def test_the_experiment_reports_every_arm_and_scale(tiny_run, tmp_path):
     assert "Scale 0 is the base's unconditioned samples" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_fidelity_is_checked_more_often_early():
+    from tinydiffusion.train.controlnet import fidelity_due
+
+    assert [s for s in range(1, 701) if fidelity_due(s, 100)] == [25, 50, 75, 100, 125, 150, 175, 200, 300, 400,
+                                                                  500, 600, 700]
+    assert not any(fidelity_due(s, 0) for s in range(10))
+
+
 def test_a_control_run_resumes(control_run, tmp_path):
     run = tmp_path / "ctrl"
     shutil.copytree(control_run, run)
     assert main(["train", "--out", str(run), "--resume", "--steps", "3", "--quiet"]) == 0
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "fidelity_f1" in r] == [0, 2]  # nothing logged twice
+    assert [r["step"] for r in rows if "fidelity_f1" in r] == [0, 1, 2, 3]  # nothing logged twice
     assert json.loads(sorted((run / "checkpoints").glob("step_*"))[-1].joinpath("meta.json").read_text())["step"] == 3

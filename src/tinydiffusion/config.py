@@ -107,7 +107,7 @@ class ControlConfig:
     hint_channels: int = 16  # width of the hint encoder from the map to the first feature resolution
     drop_base: float = 0.5  # probability that the base's condition (labels, prompt) is dropped for a training image
     scale: float = 1.0  # the control scale `sample` uses unless --control-scale says otherwise
-    fidelity_every: int = 100  # log edge fidelity on held-out test maps every K steps (0 = off)
+    fidelity_every: int = 100  # log fidelity on held-out test maps every K steps, every K/4 over the first 2K (0 = off)
     fidelity_n: int = 32  # held-out maps per fidelity check
 
 
@@ -240,7 +240,7 @@ PRESETS.add("mnist-controlnet", replace(
     "ControlNet (Zhang et al. 2023) on the trained 'mnist' run in runs/mnist (or --set control.base=RUN), frozen: a "
     "trainable copy of its encoder and middle reads Sobel edge maps of the digits (--set control.kind=skeleton or "
     "sketch) through zero-initialised convolutions, AdamW 1e-3, 10 minutes; edge fidelity on held-out test maps "
-    "logged every 100 steps")
+    "logged every 100 steps (every 25 over the first 200)")
 PRESETS.add("fashion", replace(_DDPM, data=DataConfig(name="fashion")),
             "the mnist-ddpm recipe on Fashion-MNIST (Debian's dataset-fashion-mnist): small U-Net, 10 minutes on a 2-core CPU")
 PRESETS.add("cifar10", Config(
