@@ -159,6 +159,9 @@ def test_sample_from_a_drawn_map_of_the_wrong_size_and_from_images(control_run, 
     out = capsys.readouterr().out
     assert "control fidelity (edges, n = 4" in out and "label accuracy" in out
     assert "labels" in __import__("numpy").load(tmp_path / "s.npz").files  # the source digits' classes
+    # guidance on the map itself: the unconditional branch is the base without the map (an unconditional base)
+    assert main(["sample", "--run", str(control_run), "--control-from", "test", "--n", "2", "--guidance", "2",
+                 "--drop-control", "--out", str(tmp_path / "g.png")]) == 0
 
 
 def test_bad_maps_and_runs_get_one_sentence(control_run, tiny_run, tmp_path, capsys):
@@ -166,8 +169,10 @@ def test_bad_maps_and_runs_get_one_sentence(control_run, tiny_run, tmp_path, cap
     assert main(["sample", "--run", str(control_run), "--control", str(tmp_path / "notes.png"),
                  "--out", str(tmp_path / "s.png")]) == 2
     assert main(["sample", "--run", str(tiny_run), "--control-from", "test", "--out", str(tmp_path / "s.png")]) == 2
+    assert main(["sample", "--run", str(control_run), "--control-from", "test", "--n", "2", "--drop-control",
+                 "--out", str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err
-    assert "is not an image" in err and "not trained with control maps" in err
+    assert "is not an image" in err and "not trained with control maps" in err and "needs --guidance W" in err
     assert all(line.startswith("error: ") for line in err.strip().splitlines())
 
 
