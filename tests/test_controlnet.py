@@ -24,6 +24,19 @@ from tinydiffusion.runs import load_run
 from tinydiffusion.train import train
 
 
+@pytest.fixture(autouse=True, scope="module")
+def loaded_once():
+    """Each control training loads MNIST's train and test splits (1 s each here): read them once per module."""
+    import functools
+
+    from tinydiffusion.train import controlnet as trainer
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(trainer, "load_dataset", functools.lru_cache(maxsize=8)(trainer.load_dataset))
+    yield
+    mp.undo()
+
+
 def nets(name="unet-patch", num_classes=0):
     torch.manual_seed(0)
     base = wake(build_model(name, 1, 28, num_classes, channels=8)).eval()  # a "trained" base: no zero layers
