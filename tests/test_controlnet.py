@@ -191,6 +191,10 @@ def test_bad_maps_and_runs_get_one_sentence(control_run, tiny_run, tmp_path, cap
 
 def test_a_base_of_another_shape_is_refused_in_training_and_in_loading(control_run, tmp_path):
     base = json.loads((control_run / "checkpoints" / "step_0000002" / "meta.json").read_text())["control"]["base"]
+    with pytest.raises(UserError, match="no trained run there"):
+        train(tiny_config(f"control.base={tmp_path / 'none'}", steps=1, preset="mnist-controlnet"), tmp_path / "c0")
+    with pytest.raises(UserError, match="not a pixel denoiser"):
+        train(tiny_config(f"control.base={control_run}", steps=1, preset="mnist-controlnet"), tmp_path / "c1")
     cfg = tiny_config(f"control.base={base}", "data.image_size=14", steps=1, preset="mnist-controlnet")
     with pytest.raises(UserError, match=r"generates mnist images of shape \(1, 28, 28\), but the data"):
         train(cfg, tmp_path / "ctrl", device="cpu", quiet=True)

@@ -53,6 +53,9 @@ def train_controlnet(cfg: Config, out: Path, *, device: str = "cpu", resume: boo
     CONTROL_MAPS.check(cfg.control.kind)
     dev = resolve_device(device)
     base_dir = Path(cfg.control.base).resolve()
+    if not (base_dir / "config.json").exists():
+        raise UserError(f"control.base={cfg.control.base}: no trained run there; train the base first (tinydiffusion "
+                        "train --preset mnist --out runs/mnist) or name one with --set control.base=RUN.")
     base_cfg, base, path, base_meta = load_run(base_dir, device=dev)
     data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
                         channels=cfg.data.channels)
