@@ -172,6 +172,9 @@ def test_sample_from_a_drawn_map_of_the_wrong_size_and_from_images(control_run, 
     out = capsys.readouterr().out
     assert "control fidelity (edges, n = 4" in out and "label accuracy" in out
     assert "labels" in __import__("numpy").load(tmp_path / "s.npz").files  # the source digits' classes
+    assert main(["sample", "--run", str(control_run), "--control-from", str(tmp_path / "s.npz"), "--n", "3",
+                 "--out", str(tmp_path / "again.npz")]) == 0  # maps computed from given images (and their labels)
+    assert "control fidelity (edges, n = 3" in capsys.readouterr().out
     # guidance on the map itself: the unconditional branch is the base without the map (an unconditional base)
     assert main(["sample", "--run", str(control_run), "--control-from", "test", "--n", "2", "--guidance", "2",
                  "--drop-control", "--out", str(tmp_path / "g.png")]) == 0
