@@ -123,7 +123,7 @@ def teacher_step(solver: str, teacher, x: torch.Tensor, t: float, s: float, cond
         return heun_step(path, x, (x0, eps), teacher(x_e, s, cond), t, s)  # 2. the trapezoidal correction
     if solver == "dpm-solver":
         lam_t, lam_s = float(path.lam(t)), float(path.lam(s))
-        m = float(path.t_of_lambda(torch.tensor((lam_t + lam_s) / 2, dtype=torch.float64)))
+        m = float(path.t_of_lambda(torch.tensor([(lam_t + lam_s) / 2], dtype=torch.float64))[0])
         x_m = dpmpp_2m_step(path, x, x0, t, m)  # 1. DDIM to the midpoint in lambda
         x0_m, _ = teacher(x_m, m, cond)
         return dpmpp_2m_step(path, x, x0, t, s, prev=((lam_t + lam_s) / 2, x0_m))  # 2. D = x0_hat(mid), r = 1/2
