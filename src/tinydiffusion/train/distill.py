@@ -113,6 +113,10 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
         save_checkpoint(out, cfg, meta, student, ema, optimizer, dict(step=step, elapsed=elapsed,
                         generator=g.get_state(), torch_rng=torch.get_rng_state()), keep=tc.keep_checkpoints)
 
+    def log(step, loss, elapsed):
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(dict(step=step, loss=loss, elapsed_s=round(elapsed, 2))) + "\n")
+
     checkpoint()
     window, window_n = 0.0, 0
     while (max_steps is None or step < max_steps) and (max_seconds is None or elapsed < max_seconds):
@@ -160,11 +164,12 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
         elapsed += time.perf_counter() - t0
         window, window_n = window + loss.item(), window_n + 1
         if step % tc.log_every == 0 or step == max_steps:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(dict(step=step, loss=window / window_n, elapsed_s=round(elapsed, 2))) + "\n")
+            log(step, window / window_n, elapsed)
             window, window_n = 0.0, 0
         if step % tc.checkpoint_every == 0:
             checkpoint()
+    if window_n:  # a minutes budget ends between log rows: the last one is logged too
+        log(step, window / window_n, elapsed)
     checkpoint()
     net = (ema or student).eval()
     x = generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, shape,
