@@ -12,6 +12,9 @@ PREDICTIONS.add("eps", text="the noise eps (Ho et al. 2020)")
 PREDICTIONS.add("x0", text="the clean image x0")
 PREDICTIONS.add("v", text="v = alpha eps - sigma x0 (Salimans & Ho 2022): no 1/alpha blow-up of x0_hat at high noise")
 PREDICTIONS.add("u", text="the velocity u = dx_t/dt = alpha' x0 + sigma' eps (flow matching; rectified flow: eps - x0)")
+for _base in ("eps", "x0", "v", "u"):
+    PREDICTIONS.add(f"cm-{_base}", text=f"a consistency model f = c_skip x + c_out x0_hat({_base}) with f(x, t_min) = x "
+                    "(Song et al. 2023; consistency.py)")
 check_prediction = PREDICTIONS.check
 
 
@@ -22,6 +25,10 @@ def times(t, B: int) -> torch.Tensor:
 
 def estimates(path: Path, prediction: str, x_t: torch.Tensor, out: torch.Tensor, t: torch.Tensor):
     """(x0_hat, eps_hat) implied by a network output `out` at times t (B,) float64 on `path`."""
+    if prediction.startswith("cm-"):  # consistency: the base prediction's x0_hat behind the boundary condition
+        from .consistency import consistency_x0
+        x0 = consistency_x0(path, x_t, estimates(path, prediction[3:], x_t, out, t)[0], t)
+        return x0, eps_from_x0(x_t, x0, *(broadcast(c, x_t) for c in path.alpha_sigma(t)))
     alpha, sigma = path.alpha_sigma(t)  # (B,) float64
     if prediction == "v":
         return x0_eps_from_v(x_t, out, alpha, sigma)

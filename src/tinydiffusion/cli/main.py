@@ -9,6 +9,7 @@ from ..errors import UserError
 from .bench import add_bench
 from .course import add_course
 from .data import add_data
+from .distill import add_distill
 from .eval import add_eval
 from .experiment import add_experiment
 from .lab import add_lab
@@ -20,7 +21,7 @@ from .viz import add_viz
 
 # Each entry adds one subcommand; later capabilities put theirs in their own module and list it here.
 COMMANDS = [add_train, add_sample, add_lists, add_experiment, add_viz, add_data, add_eval, add_bench, add_lab,
-            add_course]
+            add_course, add_distill]
 
 
 def build_parser() -> argparse.ArgumentParser:

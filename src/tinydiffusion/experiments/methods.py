@@ -8,6 +8,7 @@ Later methods (latent diffusion, few-step distillation, ControlNet) add themselv
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -31,6 +32,8 @@ class Method:
     preset: str
     samplers: tuple[str, ...]  # candidates: "sampler" on `spacing`, or "sampler@spacing" on its own grid
     spacing: str | None = None  # None: the preset's
+    distill: str | None = None  # a few-step row: `tinydiffusion distill --method` of the teacher method's run
+    teacher: str | None = None  # the method whose run is the teacher (or --teacher RUN)
 
     def candidates(self) -> list[tuple[str, str, str | None]]:
         """(label, sampler, spacing) of every candidate."""
@@ -43,6 +46,11 @@ METHODS.add("ddpm", Method("mnist-ddpm", ("dpm++2m-sde", "dpm++2m", "ddim"), "tr
 METHODS.add("flow", Method("mnist", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist` preset: rectified flow, velocity target, logit-normal t; Euler, Heun, DPM-Solver++ "
             "(2M also on SD3's shifted grid; 2M SDE)")
+METHODS.add("cd", Method("mnist", ("consistency",), "uniform", distill="cd", teacher="flow"),
+            "consistency distillation of the flow row's run (or --teacher RUN) for the same minutes, Heun teacher "
+            "steps (Song et al. 2023); teacher minutes shown separately")
+METHODS.add("ct", Method("mnist", ("consistency",), "uniform", distill="ct", teacher="flow"),
+            "improved consistency training from scratch on the flow preset's network (Song & Dhariwal 2023)")
 METHODS.add("dit", Method("mnist-dit", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist-dit` preset: the `mnist` flow recipe on a Diffusion Transformer (dit-tiny, 4x4 patches)")
 
@@ -52,6 +60,7 @@ def add_arguments(p):
     p.add_argument("--methods", default="ddpm,flow", help=f"comma-separated, from: {', '.join(METHODS)}")
     p.add_argument("--nfe", default="1,2,4,10,20", help="network evaluations per image to compare at")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds for the best sampler of each row")
+    p.add_argument("--teacher", type=Path, help="cd/ct rows: distil this trained run instead of the flow row's")
 
 
 def steps_for(sampler: str, nfe: int) -> int | None:
@@ -74,28 +83,59 @@ def run(args) -> Path:
     out = common.out_dir(args, "methods")
     floor = floor_rows(args)
     rows, all_rows = [], []
-    for name in methods:
-        method = METHODS.get(name)
+    jobs = [(name, METHODS.get(name)) for name in methods]
+    if args.teacher is not None:  # the given teacher judged beside its students, with the flow row's samplers
+        jobs.insert(0, ("teacher", METHODS.get("flow")))
+    for name, method in jobs:
         args.preset = method.preset
         cfg = common.variant_config(args)
-        run_dir = out / "runs" / name
-        trained = common.train_variant(args, cfg, run_dir)
+        run_dir = Path(args.teacher) if name == "teacher" else out / "runs" / name
+        if name == "teacher":
+            trained = common.train_variant(argparse.Namespace(**{**vars(args), "reuse": True}), cfg, run_dir)
+        else:
+            trained = distilled(args, out, method, run_dir) if method.distill else \
+                common.train_variant(args, cfg, run_dir)
         for k in budgets:
             best, tried = judge(args, run_dir, method, k)
             all_rows += tried
             grid = common.save_samples_grid(best.pop("images"), out / "grids" / f"{name}_nfe{k}.png")
             rows.append(dict(method=name, nfe=k, **best, train_img_s=round(trained["img_s"], 1), train_steps=trained["steps"],
-                             grid=f"grids/{grid}"))
+                             teacher_minutes=round(trained.get("teacher_minutes", 0.0), 1), grid=f"grids/{grid}"))
             print(f"{name:>6} NFE {k:3d}: {best['sampler']} fd {best['fd_mean']:.2f} +- {best['fd_sd']:.2f}")
     from ..viz.plot import line_plot
 
-    series = {m: [(r["nfe"], r["fd_mean"]) for r in rows if r["method"] == m] for m in methods}
+    series = {m: [(r["nfe"], r["fd_mean"]) for r in rows if r["method"] == m] for m, _ in jobs}
     series["real digits (floor)"] = [(k, floor["fd_mean"]) for k in budgets]
     line_plot(series, "network evaluations per image (NFE)", f"fd_classifier at n = {args.n} (lower is better)",
               out / "quality_vs_nfe.png", logx=True, logy=True, title=f"Methods at {args.minutes:g} minutes of training")
     return write_report(out, f"Methods at equal wall-clock ({args.minutes:g} minutes)", body(args, rows, all_rows, floor),
                         dict(rows=rows, tried=all_rows, floor=floor, n=args.n, seeds=args.seeds,
                              minutes=args.minutes))
+
+
+def distilled(args, out: Path, method: Method, run_dir: Path) -> dict:
+    """A few-step row's run: the teacher (--teacher, or the teacher method's run, trained here if missing) distilled
+    for args.minutes into run_dir. Returns steps, img_s and the teacher's own minutes (shown apart)."""
+    from ..train.distill import distill
+    from ..viz.curves import read_metrics
+
+    teacher = args.teacher
+    if teacher is None:
+        teacher_method = METHODS.get(method.teacher)
+        teacher = out / "runs" / method.teacher
+        if not (teacher / "config.json").exists():
+            args.preset = teacher_method.preset
+            common.train_variant(args, common.variant_config(args), teacher)
+    if (run_dir / "config.json").exists() and not args.reuse:
+        raise UserError(f"{run_dir} already holds a run from an earlier experiment; pass --reuse to use it, "
+                        "or choose another --out.")
+    if not (run_dir / "config.json").exists():
+        distill(teacher, method.distill, run_dir, minutes=args.minutes, seed=args.seed)
+    rows, teacher_rows = read_metrics(run_dir), read_metrics(teacher)
+    steps, seconds = rows[-1]["step"], rows[-1]["elapsed_s"]
+    from ..config import load_config
+    batch = load_config(run_dir / "config.json").train.batch_size
+    return dict(steps=steps, img_s=steps * batch / seconds, teacher_minutes=teacher_rows[-1]["elapsed_s"] / 60)
 
 
 def judge(args, run_dir: Path, method: Method, k: int) -> tuple[dict, list[dict]]:
