@@ -83,6 +83,8 @@ class TrainConfig:
     eval_every: int = 0  # sample-quality metrics (eval/evaluate.py) every K steps; 0 = off (minutes per eval on a CPU)
     eval_n: int = 1000  # samples per evaluation
     snapshot_minutes: tuple[float, ...] = ()  # also save the (EMA) weights at these minutes of training
+    accumulate: int = 1  # micro-batches per step (gradient accumulation); the step's batch is still batch_size
+    compile: bool = False  # wrap the network in torch.compile (train/ddp.py, README "Beyond one machine")
     kl_weight: float = 1e-4  # autoencoders: loss = sum |x - x_hat| + kl_weight * KL(q(z|x) || N(0, I)), per image
 
 

@@ -17,6 +17,7 @@ from .registry import Registry
 PRECISIONS = Registry("precision")
 PRECISIONS.add("auto", text="bf16 autocast where the hardware computes bf16 (CUDA with bf16, AVX-512 BF16 or AMX), else fp32")
 PRECISIONS.add("bf16", text="bfloat16 autocast everywhere (emulated, and slow, on CPUs without bf16 units)")
+PRECISIONS.add("fp16", text="float16 autocast with a gradient scaler (CUDA GPUs without bf16; what auto picks there)")
 PRECISIONS.add("fp32", text="float32 throughout")
 DEVICES = Registry("device")
 DEVICES.add("auto", text="cuda if there is one, else mps, else cpu")
@@ -57,8 +58,27 @@ def use_bf16(precision: str, device: torch.device | str) -> bool:
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
-def autocast(device: torch.device | str, bf16: bool):
-    """bf16 autocast on `device` when asked, else a no-op context (fp32)."""
+def amp_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype a training run uses: bf16 as use_bf16 says; fp16 when asked, or (auto) on a CUDA GPU
+    without bf16 (V100, T4), where a GradScaler guards its narrow range; None = fp32."""
+    if use_bf16(precision, device):
+        return torch.bfloat16
+    kind = torch.device(device).type
+    if precision == "fp16" and kind != "cuda":
+        raise UserError("train.precision=fp16 needs a CUDA GPU (its gradient scaler); use auto, bf16 or fp32.")
+    return torch.float16 if precision == "fp16" or (precision == "auto" and kind == "cuda") else None
+
+
+def configure(device: torch.device) -> None:
+    """Fast matmuls where they are safe for training: TF32 on CUDA (Ampere and newer), as DiT and EDM run."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device | str, bf16: bool | torch.dtype | None):
+    """Autocast on `device` in bf16 (True or torch.bfloat16) or fp16 (torch.float16), else a no-op (fp32)."""
     if not bf16:
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, torch.bfloat16)
+    dtype = torch.bfloat16 if bf16 is True else bf16
+    return torch.autocast(torch.device(device).type, dtype)

@@ -86,14 +86,16 @@ def loss_weight(path: Path, t: torch.Tensor, prediction: str, weighting: str, ga
 
 def diffusion_loss(net, path: Path, x0: torch.Tensor, *, prediction: str = "eps", weighting: str = "none",
                    t_sampling: str = "uniform", cond=None, generator: torch.Generator | None = None,
-                   logit_mean: float = 0.0, logit_std: float = 1.0) -> torch.Tensor:
+                   logit_mean: float = 0.0, logit_std: float = 1.0, noise: tuple | None = None) -> torch.Tensor:
     """Ho et al. 2020 Algorithm 1 (for eps; x0, v and the flow-matching velocity u likewise, Lipman et al. 2023):
-    E_t,eps w_t ||target - net(x_t, t)||^2, per example (B,)."""
+    E_t,eps w_t ||target - net(x_t, t)||^2, per example (B,). noise: (t, eps) drawn beforehand by draw_noise
+    (a distributed step draws them for the global batch and slices its shard), else drawn here from generator."""
     check_prediction(prediction)
-    B = x0.shape[0]
     w_table = loss_weight(path, knots(path), prediction, weighting) if t_sampling == "importance" else None
-    t = sample_t(path, B, t_sampling, generator, weights=w_table, logit_mean=logit_mean, logit_std=logit_std)
-    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    t, eps = noise if noise is not None else draw_noise(path, x0.shape, t_sampling=t_sampling, generator=generator,
+                                                        prediction=prediction, weighting=weighting,
+                                                        logit_mean=logit_mean, logit_std=logit_std)
+    eps = eps.to(x0.device)
     x_t = q_sample(path, x0, t, eps)
     out = net(x_t, t.to(x0.device, torch.float32), cond).float()
     alpha, sigma = (broadcast(c, x0) for c in path.alpha_sigma(t))
@@ -105,6 +107,15 @@ def diffusion_loss(net, path: Path, x0: torch.Tensor, *, prediction: str = "eps"
     if t_sampling == "importance":  # t was drawn with probability w_t / sum(w): each example weighs mean(w)
         return w_table.mean().to(mse.dtype) * mse
     return loss_weight(path, t, prediction, weighting).to(mse.device, mse.dtype) * mse
+
+
+def draw_noise(path: Path, shape: tuple, *, t_sampling: str = "uniform", generator: torch.Generator | None = None,
+               prediction: str = "eps", weighting: str = "none", logit_mean: float = 0.0,
+               logit_std: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t (B,), eps (B, ...)) for a batch of `shape` (B, ...), t first, in diffusion_loss's order and distribution."""
+    w_table = loss_weight(path, knots(path), prediction, weighting) if t_sampling == "importance" else None
+    t = sample_t(path, shape[0], t_sampling, generator, weights=w_table, logit_mean=logit_mean, logit_std=logit_std)
+    return t, torch.randn(shape, generator=generator)
 
 
 def objective_options(cfg) -> dict:

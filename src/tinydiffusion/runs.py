@@ -169,7 +169,7 @@ def sample_conditional(run_dir: Path, n: int, *, sampler: str | None = None, ste
     if space is not None and callback is not None:
         callback = _decoding(callback, space)
     images = generate(denoiser, sample_cfg, n, tuple(meta["shape"]), batch_size=batch_size,
-                      generator=torch.Generator().manual_seed(seed), device=device, cond=cond,
+                      seed=seed, device=device, cond=cond,
                       bf16=use_bf16(cfg.train.precision, device), callback=callback)
     if space is not None:
         images = space.decode(images)

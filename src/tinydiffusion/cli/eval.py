@@ -50,6 +50,8 @@ def run_eval(args):
         report = _evaluate_file(args.samples, dataset, metrics, args.inception)
     elif args.run is not None:
         report = _evaluate_run(args, metrics)
+        if report is None:
+            return
     elif args.train_classifier:
         return
     else:
@@ -79,6 +81,8 @@ def _evaluate_run(args, metrics) -> dict:
     report = evaluate_run(args.run, args.n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                           seed=args.seed, batch_size=args.batch_size, device=resolve_device(args.device),
                           use_ema=not args.raw, metrics=metrics, inception=args.inception)
+    if report is None:  # a rank other than 0 under torchrun: it sampled its share; rank 0 reports
+        return None
     s = report["sampling"]
     print(f"sampled {s['n']} images with {s['sampler']} ({s['steps']} steps, {s['spacing']} spacing) in "
           f"{s['seconds']:.0f} s; "

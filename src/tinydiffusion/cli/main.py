@@ -32,17 +32,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTED = ("train", "sample", "eval")  # the commands that run under torchrun (distributed.py)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # `train --nproc N` relaunches itself under torchrun with these
+    from .. import distributed
     try:
-        args.func(args)
+        if distributed.launched():
+            if args.command not in DISTRIBUTED:
+                raise UserError(f"`{args.command}` runs on one process; only {', '.join(DISTRIBUTED)} run under "
+                                "torchrun.")
+            from ..device import resolve_device
+            distributed.init(resolve_device(getattr(args, "device", "cpu")))
+        with distributed.main_only():  # one rank prints
+            args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if distributed.is_main() or not distributed.world_size() > 1:  # every rank finds the same; one says it
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; a training run continues with `tinydiffusion train --out DIR --resume`.",
               file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

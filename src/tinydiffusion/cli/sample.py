@@ -72,6 +72,9 @@ def run_sample(args):
         prompts=prompts, guidance=args.guidance, guidance_rescale=args.guidance_rescale, control=control,
         control_scale=args.control_scale, drop_control=args.drop_control)
     seconds = time.perf_counter() - start
+    from .. import distributed
+    if not distributed.is_main():  # under torchrun every rank holds the gathered images; rank 0 writes them
+        return
     labels = source_labels if labels is None else labels  # --control-from: the digits the maps came from
     if rows and args.out.suffix == ".png":
         save_labelled_grid(to_unit_range(images), args.out, [str(r) for r in rows])

@@ -21,12 +21,46 @@ def add_train(sub):
                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes (DDP): runs `torchrun --standalone --nproc-per-node=N -m "
+                        "tinydiffusion train ...` with the other flags; one GPU per process on CUDA, gloo on CPU")
     p.set_defaults(func=run_train)
 
 
+def launch(argv: list[str], nproc: int) -> int:
+    """Run this command again under torchrun on nproc local processes (without --nproc); its exit status."""
+    import subprocess
+    import sys
+
+    rest, skip = [], False
+    for a in argv:  # drop "--nproc N" / "--nproc=N"
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "tinydiffusion", *rest]
+    print("running:", " ".join(cmd[1:]), flush=True)
+    return subprocess.call(cmd)
+
+
 def run_train(args):
+    from .. import distributed
     from ..config import apply_overrides, get_preset, load_config
     from ..train import train
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UserError("--nproc must be at least 1.")
+        if distributed.launched():
+            raise UserError("--nproc launches torchrun itself; under torchrun, drop it.")
+        if args.nproc > 1:
+            code = launch(args.argv, args.nproc)
+            if code:  # the ranks have said why
+                raise SystemExit(code)
+            return
 
     if args.resume:
         if args.out is None:

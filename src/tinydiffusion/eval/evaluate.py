@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
+
 from ..data import DATASETS, load_dataset, to_unit_range
 from ..device import use_bf16
 from ..errors import UserError
@@ -151,7 +153,9 @@ def append_row(path: Path, row: dict) -> None:
 def evaluate_run(run_dir: Path, n: int = 1000, *, sampler: str | None = None, steps: int | None = None,
                  spacing: str | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
                  use_ema: bool = True, metrics: tuple[str, ...] | None = None, inception=None) -> dict:
-    """Sample n images from a run, evaluate them, and append {"step", "eval", ...} to the run's metrics.jsonl."""
+    """Sample n images from a run, evaluate them, and append {"step", "eval", ...} to the run's metrics.jsonl.
+    Under torchrun the n images are sampled by all ranks (generate's per-batch streams: the same images as one
+    process) and rank 0 alone evaluates and writes; the other ranks return None."""
     from ..checkpoint import CONFIG, load_meta
     from ..config import load_config
     from ..runs import sample_run
@@ -162,6 +166,8 @@ def evaluate_run(run_dir: Path, n: int = 1000, *, sampler: str | None = None, st
     images = sample_run(run_dir, n, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
                         batch_size=batch_size, device=device, use_ema=use_ema)
     seconds = time.perf_counter() - start
+    if not distributed.is_main():
+        return None
     report = evaluate_report(to_unit_range(images), None, meta.get("dataset", "mnist"), metrics, inception=inception)
     row = dict(step=int(meta.get("step", 0)), eval=report["metrics"], class_histogram=report["class_histogram"],
                sampling=dict(sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,

@@ -1,6 +1,7 @@
 """train(cfg): data -> t -> noise -> loss -> step -> EMA -> log -> checkpoint, top to bottom."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -18,17 +19,19 @@ from ..conditioning.captions import caption_bank
 from ..config import Config
 from ..data import Batches, load_dataset, to_model_range, to_unit_range
 from ..data.latents import check_mode
-from ..device import PRECISIONS, autocast, resolve_device, use_bf16
+from .. import distributed
+from ..device import PRECISIONS, amp_dtype, autocast, configure, resolve_device
 from ..errors import UserError
 from ..generate import denoiser_for, generate
 from ..io import atomic_write
 from ..latent_space import latent_training_set
 from ..models import MODELS, count_parameters, is_autoencoder
-from ..objectives import diffusion_loss, objective_options
+from ..objectives import diffusion_loss, draw_noise, objective_options
 from ..samplers import SAMPLERS
 from ..validate import check_fits, check_values
 from ..paths import PATHS, make_path
 from ..viz.grids import save_grid
+from . import ddp
 from .lock import run_lock
 from .optim import OPTIMIZERS, budget, lr_at, make_optimizer, update_ema
 
@@ -78,7 +81,11 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
         raise UserError(f"Nothing to resume in {out}: it has no checkpoint. Start a new run without --resume.")
     if not resume and (out / CONFIG).exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
-    with run_lock(out):
+    distributed.barrier()  # every rank has looked before rank 0 writes anything
+    if distributed.world_size() > 1 and (cfg.control.base or is_autoencoder(cfg.model.name)):
+        raise UserError("ControlNet and autoencoder training run on one process for now; launch them without "
+                        "torchrun (diffusion and flow runs, pixel or latent, train on several).")
+    with run_lock(out) if distributed.is_main() else contextlib.nullcontext():
         if cfg.control.base:  # a ControlNet on a frozen base run
             from .controlnet import train_controlnet
             return train_controlnet(cfg, out, device=device, resume=resume, quiet=quiet)
@@ -89,11 +96,15 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
 
 
 def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) -> dict:
-    dev = resolve_device(device)
-    bf16 = use_bf16(cfg.train.precision, dev)
+    dev = distributed.init(resolve_device(device))  # cuda:LOCAL_RANK under torchrun on GPUs
+    configure(dev)
+    amp = amp_dtype(cfg.train.precision, dev)  # bf16, fp16 (with a GradScaler) or None = fp32
+    bf16 = amp == torch.bfloat16
     tc = cfg.train
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)  # t, noise, label dropout, flips
+    main = distributed.is_main()  # rank 0 alone writes files
+    torch.manual_seed(cfg.seed)  # the initial weights: the same on every rank
+    g = torch.Generator().manual_seed(cfg.seed)  # t, noise, label dropout, flips of the global batch: every rank alike
+    shards = ddp.Shards(tc.batch_size, tc.accumulate)  # this rank's micro-batches of each global batch
 
     # 1. data, model, EMA, optimiser, path
     data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
@@ -107,7 +118,8 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
     cfg = pin_model_config(cfg, shape)  # config.json names every size of the network
     captions = caption_bank(cfg, data) if cfg.data.text else None  # every distinct caption encoded once
     meta = dict(dataset=data.name, shape=list(shape), num_classes=num_classes, class_names=data.class_names,
-                precision="bf16" if bf16 else "fp32")  # what train.precision resolved to on this device
+                precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32"),  # as resolved here
+                world_size=shards.world)
     if space is not None:  # a latent run knows its autoencoder, by path and by the SHA-256 of its weights
         meta["autoencoder"] = dict(run=str(space.run_dir.resolve()), digest=space.digest, latents=cfg.data.latents,
                                    image_shape=list(data.shape))
@@ -117,8 +129,11 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
     model = model_from_config(cfg, shape, num_classes).to(dev)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    ema = copy.deepcopy(model).requires_grad_(False).eval() if tc.ema_decay > 0 else None
+    ema = copy.deepcopy(model).requires_grad_(False).eval() if tc.ema_decay > 0 else None  # of the unwrapped model
+    if shards.world > 1:
+        torch.manual_seed(cfg.seed * 1_000_003 + shards.rank * 7919)  # dropout: a stream of its own per rank
     optimizer = make_optimizer(tc, model.parameters(), dev)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     step, elapsed = 0, 0.0
     if resume:
         folder = latest(out)  # the newest complete checkpoint (an older one, with a note, if it is damaged)
@@ -133,15 +148,55 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         g.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        _truncate_metrics(out / "metrics.jsonl", step)
+        ddp.restore_rng(state["torch_rng"], cfg.seed, step)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        if main:
+            _truncate_metrics(out / "metrics.jsonl", step)
+        distributed.barrier()  # every rank has read the checkpoint before rank 0 writes the next
     meta["parameters"] = count_parameters(model)
+
+    def batch_at(step: int, gen: torch.Generator):
+        """(x0, cond, (t, eps)) of the global batch `step`, every draw from gen, in the order of one process."""
+        idx = batches.indices(step)
+        if latents is not None:
+            x0 = latents.batch(idx, gen).to(dev, memory_format=memory_format)  # (B, c, h, w) standardised latents
+        else:
+            x0 = to_model_range(data.images[idx]).to(dev, memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
+        if cfg.data.hflip:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x0[flip.to(dev)] = x0[flip.to(dev)].flip(-1)
+        cond = None
+        if num_classes:  # a fraction label_dropout gets the null label (classifier-free guidance)
+            cond = Cond(labels=data.labels[idx]).drop(torch.rand(len(idx), generator=gen) < tc.label_dropout).to(dev)
+        if captions is not None:
+            cond = captions.batch(idx, gen, tc.label_dropout).to(dev)  # dropped captions = the empty prompt
+        noise = draw_noise(path, x0.shape, generator=gen, **objective_options(cfg))  # t (B,), eps (B, ...)
+        return x0, cond, noise
+
+    def micro_loss(net, batch, s: slice) -> torch.Tensor:
+        """The mean loss of rows s of a global batch, under autocast."""
+        x0, cond, (t, eps) = batch
+        with autocast(dev, amp):
+            return diffusion_loss(net, path, x0[s], **objective_options(cfg), cond=None if cond is None else cond[s],
+                                  noise=(t[s], eps[s])).mean()
+
+    find_unused = False
+    if shards.world > 1:  # does the network leave a parameter without gradient? DDP must then look each step
+        unused = ddp.unused_parameters(model, lambda m: micro_loss(m, batch_at(step, torch.Generator()), shards.slices()[0]))
+        find_unused = bool(unused)
+        meta["ddp_unused_parameters"] = unused
+    net = ddp.wrap(model, dev, find_unused)  # what computes the loss; `model` (unwrapped) is saved and averaged
+    if tc.compile:
+        net = torch.compile(net)
 
     def checkpoint():
         meta["step"] = step
-        save_checkpoint(out, cfg, meta, model, ema, optimizer, dict(
-            step=step, elapsed=elapsed, generator=g.get_state(), torch_rng=torch.get_rng_state()),
-            keep=tc.keep_checkpoints)
+        rng = ddp.rng_states()  # every rank's, gathered (a collective: all ranks call checkpoint)
+        if main:
+            save_checkpoint(out, cfg, meta, model, ema, optimizer, dict(
+                step=step, elapsed=elapsed, generator=g.get_state(), torch_rng=rng, world_size=shards.world,
+                **({"scaler": scaler.state_dict()} if scaler else {})), keep=tc.keep_checkpoints)
 
     def sample_grid():
         net = (ema or model).eval()
@@ -155,10 +210,13 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
 
     checkpoint()  # fails early (unwritable --out) before any time is spent
     bar = tqdm(total=max_steps or round(max_seconds), initial=step if max_steps else round(elapsed),
-               unit="step" if max_steps else "s", disable=quiet, dynamic_ncols=True)
+               unit="step" if max_steps else "s", disable=quiet or not main, dynamic_ncols=True)
     model.train()
-    (out / "metrics.jsonl").touch()
+    if main:
+        (out / "metrics.jsonl").touch()
     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    value = float("nan")  # the last step's loss
+    carry = 0.0  # seconds of the last step spent after its ranks agreed on the elapsed time
     skipped, in_row = 0, 0  # nan_policy=skip: steps dropped in all, and in a row
     snapshots = sorted(m for m in tc.snapshot_minutes if m * 60 > elapsed)
 
@@ -169,47 +227,47 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
         lr = lr_at(tc, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        idx = batches.indices(step)
-        if latents is not None:
-            x0 = latents.batch(idx, g).to(dev, memory_format=memory_format)  # (B, c, h, w) standardised latents
-        else:
-            x0 = to_model_range(data.images[idx]).to(dev, memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
-        if cfg.data.hflip:
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            x0[flip.to(dev)] = x0[flip.to(dev)].flip(-1)
-        cond = None
-        if num_classes:  # a fraction label_dropout gets the null label (classifier-free guidance)
-            cond = Cond(labels=data.labels[idx]).drop(torch.rand(len(idx), generator=g) < tc.label_dropout).to(dev)
-        if captions is not None:
-            cond = captions.batch(idx, g, tc.label_dropout).to(dev)  # dropped captions = the empty prompt
-        with autocast(dev, bf16):
-            loss = diffusion_loss(model, path, x0, **objective_options(cfg), cond=cond, generator=g).mean()
+        batch = batch_at(step, g)
+        optimizer.zero_grad(set_to_none=True)
+        local = 0.0
+        for k, rows in enumerate(shards.slices()):  # accumulate micro-batches; DDP all-reduces on the last
+            with ddp.no_sync(net, last=k == shards.accumulate - 1):
+                loss = micro_loss(net, batch, rows) / shards.accumulate
+                (scaler.scale(loss) if scaler else loss).backward()
+            local += loss.item()
         step += 1
-        if not math.isfinite(loss.item()):  # before the update: the weights never see a non-finite gradient
+        # every rank the same loss (the global batch's) and the same clock: the same decisions below
+        value, elapsed = ddp.sync_scalars(local, elapsed + carry + time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        if not math.isfinite(value):  # the weights never see a non-finite gradient: no update at all
             skipped, in_row = skipped + 1, in_row + 1
             if tc.nan_policy == "stop" or in_row >= MAX_SKIPS_IN_ROW:
-                raise UserError(f"The loss became {loss.item()} at step {step}"
+                raise UserError(f"The loss became {value} at step {step}"
                                 + (f" ({in_row} steps in a row)" if in_row > 1 else "")
                                 + f"; the last good checkpoint in {out} is intact. Lower train.lr, keep "
                                 "train.grad_clip on, or set train.nan_policy=skip.")
-            elapsed += time.perf_counter() - t0
+            carry = time.perf_counter() - t1
             continue  # nan_policy=skip: this batch is dropped, the step counted in `skipped`
         in_row = 0
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler:
+            scaler.unscale_(optimizer)
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        if ema is not None:
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if ema is not None:  # on every rank, from the unwrapped model: identical EMAs, never wrapped in DDP
             decay = min(tc.ema_decay, (1 + step) / (10 + step)) if tc.ema_warmup else tc.ema_decay
             update_ema(ema, model, decay)
 
         # 3. log, checkpoint, pictures
+        carry = time.perf_counter() - t1
         dt = time.perf_counter() - t0
-        elapsed += dt
-        window_loss, window_n = window_loss + loss.item(), window_n + 1
+        window_loss, window_n = window_loss + value, window_n + 1
         bar.update(1 if max_steps else min(dt, max(0.0, (max_seconds or 0) - bar.n)))
-        if step % tc.log_every == 0 or step == max_steps:
+        if main and (step % tc.log_every == 0 or step == max_steps):
             now = time.perf_counter()
             row = dict(step=step, loss=window_loss / max(1, window_n), lr=lr, img_per_s=window_n * tc.batch_size / (now - window_t),
                        elapsed_s=round(elapsed, 2), epoch=round(step / batches.steps_per_epoch, 3),
@@ -220,22 +278,25 @@ def _train(cfg: Config, out: Path, *, device: str, resume: bool, quiet: bool) ->
             window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
         if step % tc.checkpoint_every == 0:
             checkpoint()
-        if tc.sample_every and step % tc.sample_every == 0:
+        if main and tc.sample_every and step % tc.sample_every == 0:
             sample_grid()
             window_t = time.perf_counter()
-        if tc.eval_every and step % tc.eval_every == 0:
+        if main and tc.eval_every and step % tc.eval_every == 0:
             from ..eval.evaluate import evaluate_during_training  # lazy: evaluation is optional
             evaluate_during_training(ema or model, path, cfg, meta, step, out / "metrics.jsonl", dev)
             model.train()
             window_t = time.perf_counter()
         while snapshots and elapsed >= snapshots[0] * 60:  # weights at fixed wall-clock marks (the bench)
             minutes = snapshots.pop(0)
-            atomic_write(out / "snapshots" / f"{minutes:g}min.safetensors",
-                         lambda tmp: save_file(state_tensors(ema or model), tmp))
+            if main:
+                atomic_write(out / "snapshots" / f"{minutes:g}min.safetensors",
+                             lambda tmp: save_file(state_tensors(ema or model), tmp))
     bar.close()
+    elapsed += carry
     checkpoint()
-    sample_grid()
-    return dict(steps=step, elapsed_s=elapsed, loss=loss.item() if step else float("nan"),
+    if main:
+        sample_grid()
+    return dict(steps=step, elapsed_s=elapsed, loss=value,
                 img_per_s=step * tc.batch_size / elapsed if elapsed else 0.0, parameters=meta["parameters"],
                 precision=meta["precision"], skipped=skipped)
 
