@@ -21,7 +21,7 @@ from tinydiffusion.errors import UserError
 from tinydiffusion.runs import load_run, sample_run
 from tinydiffusion.train import ddp, train
 
-from conftest import tiny_config
+from ddp_worker import ae_config, config, control_config, distill_cd, latent_config
 
 HERE = Path(__file__).parent
 TOL = dict(rtol=1e-4, atol=1e-5)  # all-reduced means against one batch's mean: float rounding, through Adam
@@ -48,10 +48,6 @@ def close(a: dict, b: dict, **tol) -> None:
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], **(tol or TOL), msg=lambda m: f"{k}: {m}")
-
-
-def config(steps: int, *extra):
-    return tiny_config("model.dropout=0", "train.lr_decay=none", *extra, steps=steps, preset="mnist-ddpm-class")
 
 
 pytestmark = pytest.mark.distributed
@@ -101,6 +97,21 @@ def test_sharded_sampling_returns_the_n_images_of_one_process_in_order(ddp_out):
     assert len({tuple(x.flatten()[:50].tolist()) for x in one}) == 10  # distinct: no batch twice
     with np.load(ddp_out / "runs" / "cli.npz") as f:
         assert f["images"].shape == (10, 1, 28, 28)
+
+
+def test_the_other_trainers_on_two_ranks_match_one_process(ddp_out, tmp_path):
+    """The autoencoder, a latent run on it, a ControlNet and consistency distillation shard the same way as train (train/ddp.py)."""
+    runs = ddp_out / "runs"
+    train(ae_config(ddp_out / "digits"), tmp_path / "ae", device="cpu", quiet=True)
+    close(weights(runs / "ae", False), weights(tmp_path / "ae", False))
+    train(latent_config(ddp_out / "digits", runs / "ae"), tmp_path / "latent", device="cpu", quiet=True)
+    close(weights(runs / "latent", True), weights(tmp_path / "latent", True))
+    train(control_config(runs / "full"), tmp_path / "control", device="cpu", quiet=True)
+    for ema in (False, True):
+        close(weights(runs / "control", ema), weights(tmp_path / "control", ema))
+    distill_cd(runs / "full", tmp_path / "cd")
+    for ema in (False, True):
+        close(weights(runs / "cd", ema), weights(tmp_path / "cd", ema))
 
 
 def test_train_nproc_launches_torchrun_and_trains(tmp_path, capsys):

@@ -74,3 +74,57 @@ def test_sampling_a_distilled_run_with_zero_steps_is_one_sentence(flow_teacher, 
     capsys.readouterr()
     assert main(["sample", "--run", str(out), "--n", "2", "--steps", "0", "--out", str(tmp_path / "x.npz")]) == 2
     assert "steps" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ reflow
+def test_a_reflow_run_trains_on_the_teachers_couplings_and_samples_in_one_euler_step(flow_teacher, tmp_path, capsys):
+    out = tmp_path / "reflow"
+    assert main(["distill", "--teacher", str(flow_teacher), "--method", "reflow", "--pairs", "24", "--out", str(out),
+                 "--steps", "3", "--set", "train.log_every=1"]) == 0
+    assert "generated 24 teacher couplings" in capsys.readouterr().out
+    cfg, net, path, meta = load_run(out)
+    assert cfg.sample.sampler == "euler" and cfg.sample.steps == 1 and cfg.diffusion.prediction == "u"
+    assert cfg.diffusion.t_sampling == "uniform"
+    assert meta["distill"]["method"] == "reflow" and meta["distill"]["pairs"] == 24 and meta["step"] == 3
+    assert [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    for steps in (1, 2):
+        x = sample_run(out, 4, steps=steps)
+        assert x.shape == (4, 1, 28, 28) and x.isfinite().all()
+
+
+def test_reflow_couples_each_noise_draw_with_the_teachers_sample_from_it(flow_teacher):
+    """The coupling is the point of reflow: pair i's image is the teacher's ODE solution from pair i's noise."""
+    import torch
+
+    from tinydiffusion.generate import denoiser_for
+    from tinydiffusion.samplers import get_sampler
+    from tinydiffusion.timesteps import time_grid
+    from tinydiffusion.train.distill import reflow_pairs
+
+    tcfg, tnet, path, meta = load_run(flow_teacher)
+    noise, x1, labels = reflow_pairs(tcfg, tnet, path, 300, (1, 28, 28), 0, seed=3)  # 2 batches of 256 and 44
+    assert noise.shape == x1.shape == (300, 1, 28, 28) and labels is None
+    d = denoiser_for(tnet, path, tcfg.diffusion.prediction, tcfg.sample)
+    grid = time_grid(path, tcfg.sample.steps, tcfg.sample.spacing, tcfg.sample.shift)
+    for i in (0, 255, 256, 299):
+        one = get_sampler(tcfg.sample.sampler)(d, noise[i:i + 1], grid).clamp(-1, 1)
+        torch.testing.assert_close(x1[i:i + 1], one, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset,extra,words", [
+    ("mnist-ddpm", [], "rectified-flow"),
+    ("mnist", ["sample.sampler=dpm++2m-sde"], "adds noise"),
+])
+def test_reflow_needs_a_flow_teacher_with_an_ode_sampler(tmp_path, capsys, preset, extra, words):
+    teacher = tmp_path / "t"
+    train(tiny_config(*extra, steps=1, preset=preset), teacher, device="cpu", quiet=True)
+    assert main(["distill", "--teacher", str(teacher), "--method", "reflow", "--steps", "1", "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+def test_reflow_with_fewer_pairs_than_a_batch_is_one_sentence(flow_teacher, tmp_path, capsys):
+    assert main(["distill", "--teacher", str(flow_teacher), "--method", "reflow", "--pairs", "3", "--steps", "1",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "fewer than one batch" in capsys.readouterr().err

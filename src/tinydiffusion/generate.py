@@ -25,10 +25,11 @@ def denoiser_for(net, path: Path, prediction: str, sample_cfg: SampleConfig, *, 
 @torch.no_grad()
 def generate(denoiser, sample_cfg: SampleConfig, n: int, shape: tuple, *, batch_size: int = 256,
              generator: torch.Generator | None = None, seed: int | None = None, device="cpu", cond=None,
-             callback=None, bf16: bool = False) -> torch.Tensor:
+             callback=None, bf16: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
     """n samples (n, *shape) from x_T ~ N(0, I), in batches, with the sampler, steps, spacing and options of
     sample_cfg: the sampler's output as it is (images land near [-1, 1], unclamped). cond: a Cond of n
-    conditions, or None. bf16: run the network under bf16 autocast (see device.py).
+    conditions, or None. bf16: run the network under bf16 autocast (see device.py). noise: the starting points
+    x_T (n, *shape) to use instead of drawing them (reflow's couplings).
 
     Randomness: one `generator` drawn through batch after batch, or (seed given) batch j drawing from its own
     stream seeded by batch_seed(seed, j). Per-batch streams make the result independent of who computes each
@@ -43,7 +44,8 @@ def generate(denoiser, sample_cfg: SampleConfig, n: int, shape: tuple, *, batch_
     for j in todo:
         start, b = j * batch_size, min(batch_size, n - j * batch_size)
         g = generator if seed is None else torch.Generator().manual_seed(batch_seed(seed, j))
-        x_T = torch.randn((b, *shape), generator=g).to(device)
+        x_T = torch.randn((b, *shape), generator=g) if noise is None else noise[start:start + b]
+        x_T = x_T.to(device)
         c = None if cond is None else cond[start:start + b].to(device)
         with autocast(device, bf16):
             out[j] = sampler(denoiser, x_T, grid, cond=c, generator=g, callback=callback, **options).cpu()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import CONFIG, MANIFEST, MODEL, latest, load_meta, load_weights, model_from_config
 from .config import load_config
 from .data.latents import LatentSet, cached_latents, check_mode, standardize, unstandardize
@@ -108,7 +109,12 @@ def latent_training_set(cfg, data, device="cpu") -> tuple[LatentSpace, LatentSet
         raise UserError(f"The autoencoder {space.run_dir} was trained on {ae_data.name} (path '{ae_data.path}', "
                         f"size {ae_data.image_size}, channels {ae_data.channels}); this run's data is {cfg.data.name} "
                         f"(path '{cfg.data.path}', size {cfg.data.image_size}, channels {cfg.data.channels}).")
+    main = distributed.is_main()
+    if not main:
+        distributed.barrier()  # under torchrun rank 0 encodes and writes the cache once; the others then read it
     (mean, log_var), _, _ = cached_latents(space.run_dir, space.digest, data.images, space.ae.encode, device=device)
+    if main:
+        distributed.barrier()
     return space, LatentSet(mean, log_var, space.stats, cfg.data.latents)
 
 

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DISTRIBUTED = ("train", "sample", "eval")  # the commands that run under torchrun (distributed.py)
+DISTRIBUTED = ("train", "sample", "eval", "distill")  # the commands that run under torchrun (distributed.py)
 
 
 def main(argv=None) -> int:

@@ -51,6 +51,10 @@ METHODS.add("cd", Method("mnist", ("consistency",), "uniform", distill="cd", tea
             "steps (Song et al. 2023); teacher minutes shown separately")
 METHODS.add("ct", Method("mnist", ("consistency",), "uniform", distill="ct", teacher="flow"),
             "improved consistency training from scratch on the flow preset's network (Song & Dhariwal 2023)")
+METHODS.add("reflow", Method("mnist", ("euler", "heun"), "uniform", distill="reflow", teacher="flow"),
+            "2-rectified flow of the flow row's run (or --teacher RUN) retrained for the same minutes on 20k of its "
+            "own (noise, sample) couplings, generated first (their time is in the run's meta.json, not in the "
+            "minutes); Euler / Heun (Liu et al. 2023)")
 METHODS.add("dit", Method("mnist-dit", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist-dit` preset: the `mnist` flow recipe on a Diffusion Transformer (dit-tiny, 4x4 patches)")
 

@@ -89,8 +89,10 @@ class KLAutoencoder(nn.Module):
         """z (B, latent_channels, h, w) -> images (B, C, h * f, w * f), near [-1, 1] (not clamped)."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """(reconstruction of a posterior sample z = mean + sigma * eps, mean, log_var) for the training loss."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None):
+        """(reconstruction of a posterior sample z = mean + sigma * eps, mean, log_var) for the training loss; eps
+        (B, latent_channels, h, w) drawn here from generator unless given."""
         mean, log_var = self.encode(x)
-        eps = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
+        eps = torch.randn(mean.shape, generator=generator) if eps is None else eps
+        eps = eps.to(mean.device, mean.dtype)
         return self.decode(mean + (0.5 * log_var).exp() * eps), mean, log_var

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import distributed
 from ..checkpoint import CONFIG, MODEL, latest, load_train_state, load_weights, model_from_config, \
     pin_model_config, save_checkpoint
 from ..config import Config
@@ -28,14 +29,16 @@ from ..errors import UserError
 from ..models import count_parameters
 from ..objectives import gaussian_kl
 from ..viz.grids import save_grid
+from . import ddp
 from .optim import budget, lr_at, make_optimizer
 
 CEILING_N = 1000  # images for the reconstruction ceiling (the project metric's n)
 
 
-def autoencoder_loss(ae, x: torch.Tensor, kl_weight: float, generator=None):
-    """(loss, L1 per pixel, KL per latent number) for images x (B, C, H, W) in [-1, 1]; loss is per image, averaged."""
-    recon, mean, log_var = ae(x, generator)
+def autoencoder_loss(ae, x: torch.Tensor, kl_weight: float, generator=None, eps=None):
+    """(loss, L1 per pixel, KL per latent number) for images x (B, C, H, W) in [-1, 1]; loss is per image, averaged.
+    eps: the posterior noise (B, c, h, w), else drawn from generator."""
+    recon, mean, log_var = ae(x, generator, eps)
     l1 = (recon.float() - x).abs().flatten(1).sum(1)  # (B,)
     kl = gaussian_kl(mean.float(), log_var.float())  # (B,)
     return (l1 + kl_weight * kl).mean(), l1.mean() / x[0].numel(), kl.mean() / mean[0].numel()
@@ -50,17 +53,20 @@ def train_autoencoder(cfg: Config, out: Path, *, device: str = "cpu", resume: bo
     bf16 = use_bf16(cfg.train.precision, dev)
     tc = cfg.train
     torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)  # the posterior noise of the global batch, alike on every rank
+    shards, main = ddp.Shards(tc.batch_size, tc.accumulate), distributed.is_main()  # see train/ddp.py
     data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
                         channels=cfg.data.channels)
     cfg = pin_model_config(cfg, data.shape)
     ae = model_from_config(cfg, data.shape, 0).to(dev)
+    net = ddp.wrap(ae, dev)  # every parameter of an autoencoder is used: no search for unused ones
     optimizer = make_optimizer(tc, ae.parameters(), dev)
     batches = Batches(len(data), tc.batch_size, cfg.seed)
     max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
     meta = dict(dataset=data.name, shape=list(data.shape), num_classes=0, class_names=data.class_names,
                 precision="bf16" if bf16 else "fp32", kind="autoencoder",
-                latent_shape=[ae.latent_channels, ae.latent_side, ae.latent_side], parameters=count_parameters(ae))
+                latent_shape=[ae.latent_channels, ae.latent_side, ae.latent_side], parameters=count_parameters(ae),
+                world_size=shards.world)
     step, elapsed = 0, 0.0
     if resume:
         folder = latest(out)
@@ -69,42 +75,53 @@ def train_autoencoder(cfg: Config, out: Path, *, device: str = "cpu", resume: bo
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         g.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        ddp.restore_rng(state["torch_rng"], cfg.seed, step)
+        distributed.barrier()  # every rank has read the checkpoint before rank 0 writes the next
 
     def checkpoint():
         meta["step"] = step
-        return save_checkpoint(out, cfg, meta, ae, None, optimizer, dict(
-            step=step, elapsed=elapsed, generator=g.get_state(), torch_rng=torch.get_rng_state()),
-            keep=tc.keep_checkpoints)
+        rng = ddp.rng_states()  # a collective: every rank calls checkpoint
+        if main:
+            save_checkpoint(out, cfg, meta, ae, None, optimizer, dict(
+                step=step, elapsed=elapsed, generator=g.get_state(), torch_rng=rng, world_size=shards.world),
+                keep=tc.keep_checkpoints)
 
     checkpoint()
     bar = tqdm(total=max_steps or round(max_seconds), initial=step if max_steps else round(elapsed),
-               unit="step" if max_steps else "s", disable=quiet, dynamic_ncols=True)
+               unit="step" if max_steps else "s", disable=quiet or not main, dynamic_ncols=True)
     ae.train()
-    log = open(out / "metrics.jsonl", "a")
-    window, loss = [], torch.tensor(float("nan"))
+    log = open(out / "metrics.jsonl", "a") if main else None
+    window, value, carry = [], float("nan"), 0.0
     while (max_steps is None or step < max_steps) and (max_seconds is None or elapsed < max_seconds):
         t0 = time.perf_counter()
         progress = max(step / max_steps if max_steps else 0.0, elapsed / max_seconds if max_seconds else 0.0)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(tc, step, progress)
-        x = to_model_range(data.images[batches.indices(step)]).to(dev)  # (B, C, H, W) in [-1, 1]
-        with autocast(dev, bf16):
-            loss, l1, kl = autoencoder_loss(ae, x, tc.kl_weight, g)
-        step += 1
-        if not math.isfinite(loss.item()):
-            raise UserError(f"The autoencoder loss became {loss.item()} at step {step}; the last good checkpoint in "
-                            f"{out} is intact. Lower train.lr.")
+        x = to_model_range(data.images[batches.indices(step)]).to(dev)  # (B, C, H, W) in [-1, 1], the global batch
+        eps = torch.randn((len(x), ae.latent_channels, ae.latent_side, ae.latent_side), generator=g)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        parts = torch.zeros(3)  # loss, L1, KL of this rank's micro-batches, each / accumulate
+        for k, rows in enumerate(shards.slices()):
+            with ddp.no_sync(net, last=k == shards.accumulate - 1):
+                with autocast(dev, bf16):
+                    loss, l1, kl = autoencoder_loss(net, x[rows], tc.kl_weight, eps=eps[rows])
+                (loss / shards.accumulate).backward()
+            parts += torch.tensor([loss.item(), l1.item(), kl.item()]) / shards.accumulate
+        step += 1
+        *means, elapsed = distributed.mean([*parts.tolist(), elapsed + carry + time.perf_counter() - t0])
+        t1 = time.perf_counter()
+        value = means[0]
+        if not math.isfinite(value):  # every rank sees the same mean: every rank stops
+            raise UserError(f"The autoencoder loss became {value} at step {step}; the last good checkpoint in "
+                            f"{out} is intact. Lower train.lr.")
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(ae.parameters(), tc.grad_clip)
         optimizer.step()
+        carry = time.perf_counter() - t1
         dt = time.perf_counter() - t0
-        elapsed += dt
-        window.append((loss.item(), l1.item(), kl.item()))
+        window.append(means)
         bar.update(1 if max_steps else min(dt, max(0.0, (max_seconds or 0) - bar.n)))
-        if step % tc.log_every == 0:
+        if main and step % tc.log_every == 0:
             mean = [sum(v) / len(window) for v in zip(*window)]
             log.write(json.dumps(dict(step=step, loss=mean[0], l1_per_pixel=mean[1], kl_per_latent=mean[2],
                                       elapsed_s=round(elapsed, 2), epoch=round(step / batches.steps_per_epoch, 3)))
@@ -115,11 +132,16 @@ def train_autoencoder(cfg: Config, out: Path, *, device: str = "cpu", resume: bo
         if step % tc.checkpoint_every == 0:
             checkpoint()
     bar.close()
-    log.close()
+    elapsed += carry
+    if log:
+        log.close()
     checkpoint()
-    meta.update(finish(ae.eval(), cfg, data, out, dev))
+    if main:  # the cache, statistics and ceiling: one process computes and writes them
+        meta.update(finish(ae.eval(), cfg, data, out, dev))
     checkpoint()  # the same weights again (same digest), now with the latent statistics and the ceiling
-    return dict(steps=step, elapsed_s=elapsed, loss=loss.item(), img_per_s=step * tc.batch_size / max(elapsed, 1e-9),
+    distributed.barrier()
+    meta = distributed.gather(meta)[0]  # rank 0's, with the ceiling
+    return dict(steps=step, elapsed_s=elapsed, loss=value, img_per_s=step * tc.batch_size / max(elapsed, 1e-9),
                 parameters=meta["parameters"], precision=meta["precision"], skipped=0, **meta["reconstruction"])
 
 

@@ -9,10 +9,15 @@ ct: improved consistency training, Song & Dhariwal 2023 (iCT): no teacher step (
     the target is the student itself under stop-grad, the curriculum doubles N, levels are drawn log-normally
     (P_mean = -1.1), and the loss is weighted 1 / (sigma~_{n+1} - sigma~_n). Known weak spot: CT stalls at small
     batch, where the one-sample target is noisy.
+reflow: 2-rectified flow, Liu et al. 2023. The teacher (a rectified-flow run) maps `pairs` noise draws eps to its
+    samples x1 with its deterministic ODE sampler; the student, starting from the teacher's weights, is trained
+    with the flow loss on these fixed couplings (x_t = (1 - t) x1 + t eps, u = eps - x1, t uniform), which
+    straightens its paths so that few Euler steps suffice. The pair generation is timed and recorded apart.
 One pair of levels per batch (the samplers' one-step updates take scalar times).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed
 from ..checkpoint import CONFIG, save_checkpoint
 from ..conditioning import Cond
 from ..config import apply_overrides
@@ -31,23 +37,29 @@ from ..consistency import (SOLVERS, curriculum, discretisation, karras_sigmas, l
 from ..data import Batches, load_dataset, to_model_range, to_unit_range
 from ..denoiser import Denoiser
 from ..errors import UserError
+from ..device import use_bf16
 from ..generate import denoiser_for, generate
+from ..objectives import diffusion_loss, sample_t
 from ..models import count_parameters
 from ..registry import Registry
 from ..runs import load_run
 from ..viz.grids import save_grid
+from . import ddp
 from .lock import run_lock
 from .optim import budget, make_optimizer, update_ema
 
 METHODS = Registry("distillation method")
 METHODS.add("cd", text="consistency distillation from the teacher (Song et al. 2023, Algorithm 2)")
 METHODS.add("ct", text="improved consistency training, no teacher step (Song & Dhariwal 2023)")
+METHODS.add("reflow", text="2-rectified flow: retrain a flow run on its own (noise, sample) pairs (Liu et al. 2023)")
+DETERMINISTIC = ("euler", "heun", "dpm++2m", "dpm++3m", "ddim")  # reflow's pairs need an ODE sampler
 
 
 def distill(teacher_dir: Path, method: str, out: Path, *, minutes: float = 0.0, steps: int = 0,
             solver: str = "heun", N: int = 18, mu: float = 0.95, overrides: list[str] = (), seed: int = 0,
-            quiet: bool = True) -> dict:
-    """Distil (cd) or train (ct) a consistency model from the teacher run in teacher_dir into the run `out`."""
+            quiet: bool = True, pairs: int = 20_000) -> dict:
+    """Distil (cd) or train (ct) a consistency model, or reflow a flow run, from the teacher run in teacher_dir
+    into the run `out`. pairs: reflow's number of (noise, teacher sample) couplings."""
     out = Path(out)
     METHODS.check(method)
     if solver not in SOLVERS:
@@ -60,6 +72,7 @@ def distill(teacher_dir: Path, method: str, out: Path, *, minutes: float = 0.0, 
         raise UserError("No distillation budget: give --minutes or --steps.")
     if (out / CONFIG).exists():
         raise UserError(f"{out} already holds a run; choose another --out.")
+    distributed.barrier()  # every rank has looked before rank 0 writes
     if not Path(teacher_dir).is_dir():
         raise UserError(f"Teacher run {teacher_dir} does not exist; train one with `tinydiffusion train`.")
     tcfg, tnet, path, meta = load_run(teacher_dir)
@@ -68,23 +81,57 @@ def distill(teacher_dir: Path, method: str, out: Path, *, minutes: float = 0.0, 
         raise UserError(f"{teacher_dir} is already a consistency model; distil from a diffusion or flow run.")
     if tcfg.data.autoencoder:
         raise UserError("Distilling a latent run is not supported yet; use a pixel teacher run.")
-    cfg = replace(tcfg, seed=seed, diffusion=replace(tcfg.diffusion, prediction=f"cm-{base}"),
-                  sample=replace(tcfg.sample, sampler="consistency", steps=1, spacing="uniform"),
-                  train=replace(tcfg.train, lr=2e-4, warmup_steps=0, lr_decay="none", minutes=minutes, steps=steps,
-                                epochs=0))
+    train_cfg = replace(tcfg.train, lr=2e-4, warmup_steps=0, lr_decay="none", minutes=minutes, steps=steps, epochs=0)
+    if method == "reflow":
+        if tcfg.diffusion.path != "flow":
+            raise UserError(f"Reflow straightens a rectified-flow run's couplings, and {teacher_dir} is on the "
+                            f"'{tcfg.diffusion.path}' path; distil it with --method cd, or reflow a flow run "
+                            "(--preset mnist).")
+        if tcfg.sample.sampler not in DETERMINISTIC:
+            raise UserError(f"The teacher samples with '{tcfg.sample.sampler}', which adds noise; reflow needs the "
+                            f"couplings of an ODE sampler ({', '.join(DETERMINISTIC)}).")
+        if pairs < tcfg.train.batch_size:
+            raise UserError(f"--pairs {pairs} is fewer than one batch of {tcfg.train.batch_size}.")
+        cfg = replace(tcfg, seed=seed, diffusion=replace(tcfg.diffusion, t_sampling="uniform"),
+                      sample=replace(tcfg.sample, sampler="euler", steps=1, spacing="uniform"), train=train_cfg)
+    else:
+        cfg = replace(tcfg, seed=seed, diffusion=replace(tcfg.diffusion, prediction=f"cm-{base}"),
+                      sample=replace(tcfg.sample, sampler="consistency", steps=1, spacing="uniform"), train=train_cfg)
     cfg = apply_overrides(cfg, list(overrides))
-    with run_lock(out):
-        return _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, str(teacher_dir), quiet)
+    with run_lock(out) if distributed.is_main() else contextlib.nullcontext():
+        return _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, str(teacher_dir), quiet, pairs)
 
 
-def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_dir, quiet):
+def reflow_pairs(tcfg, tnet, path, n: int, shape: tuple, num_classes: int, seed: int):
+    """(noise (n, *shape), the teacher's samples from it (n, *shape) clamped to [-1, 1], labels (n,) or None): the
+    teacher's deterministic sampler run from each noise draw (sharded over ranks under torchrun)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn((n, *shape), generator=g)
+    labels = torch.randint(0, num_classes, (n,), generator=g) if num_classes else None
+    x1 = generate(denoiser_for(tnet, path, tcfg.diffusion.prediction, tcfg.sample), tcfg.sample, n, shape,
+                  seed=seed, noise=noise, cond=None if labels is None else Cond(labels=labels),
+                  bf16=use_bf16(tcfg.train.precision, "cpu"))
+    return noise, x1.clamp(-1, 1), labels
+
+
+def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_dir, quiet, pairs):
     tc = cfg.train
     torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
-                        channels=cfg.data.channels)
+    g = torch.Generator().manual_seed(cfg.seed)  # the global batch's noise and levels, alike on every rank
+    shards, main = ddp.Shards(tc.batch_size, tc.accumulate), distributed.is_main()  # see train/ddp.py
     num_classes, shape = int(meta.get("num_classes", 0)), tuple(meta["shape"])
-    batches = Batches(len(data), tc.batch_size, cfg.seed)
+    extra = {}
+    if method == "reflow":  # the training set: the teacher's couplings, made once
+        start = time.perf_counter()
+        coupled = reflow_pairs(tcfg, tnet, path, pairs, shape, num_classes, cfg.seed)
+        extra = dict(pairs=pairs, pair_sampler=tcfg.sample.sampler, pair_steps=tcfg.sample.steps,
+                     pair_seconds=round(time.perf_counter() - start, 1))
+        n_data = pairs
+    else:
+        data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
+                            channels=cfg.data.channels)
+        n_data = len(data)
+    batches = Batches(n_data, tc.batch_size, cfg.seed)
     max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
     teacher = Denoiser(tnet.requires_grad_(False), path, tcfg.diffusion.prediction)
 
@@ -97,31 +144,33 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
     target = copy.deepcopy(student).requires_grad_(False).eval() if method == "cd" else student
     ema = copy.deepcopy(student).requires_grad_(False).eval() if tc.ema_decay > 0 else None
     optimizer = make_optimizer(tc, student.parameters(), torch.device("cpu"))
-    f_student = Denoiser(student, path, cfg.diffusion.prediction)
+    wrapped = ddp.wrap(student, torch.device("cpu"))  # DDP on several ranks; target and EMA read `student`
+    f_student = Denoiser(wrapped, path, cfg.diffusion.prediction)
     f_target = Denoiser(target, path, cfg.diffusion.prediction)
     ts = discretisation(path, N)  # (N,) ascending times, ts[0] = t_min
     s_lo, s_hi = float(sigma_tilde(path, t_min(path))), float(sigma_tilde(path, float(ts[-1])))
     K = max_steps or 10_000  # ct's curriculum length when the budget is in minutes
     meta = dict(meta, distill=dict(method=method, teacher=str(Path(teacher_dir).resolve()), solver=solver, N=N,
-                                   mu=mu), parameters=count_parameters(student))
-    step, elapsed = 0, 0.0
-    (out).mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").touch()
+                                   mu=mu, **extra), parameters=count_parameters(student), world_size=shards.world)
+    step, elapsed, carry, value = 0, 0.0, 0.0, float("nan")
+    if main:
+        (out).mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").touch()
 
     def checkpoint():
         meta["step"] = step
-        save_checkpoint(out, cfg, meta, student, ema, optimizer, dict(step=step, elapsed=elapsed,
-                        generator=g.get_state(), torch_rng=torch.get_rng_state()), keep=tc.keep_checkpoints)
+        rng = ddp.rng_states()  # a collective: every rank calls checkpoint
+        if main:
+            save_checkpoint(out, cfg, meta, student, ema, optimizer, dict(step=step, elapsed=elapsed,
+                            generator=g.get_state(), torch_rng=rng), keep=tc.keep_checkpoints)
 
     def log(step, loss, elapsed):
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(dict(step=step, loss=loss, elapsed_s=round(elapsed, 2))) + "\n")
+        if main:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(dict(step=step, loss=loss, elapsed_s=round(elapsed, 2))) + "\n")
 
-    checkpoint()
-    window, window_n = 0.0, 0
-    while (max_steps is None or step < max_steps) and (max_seconds is None or elapsed < max_seconds):
-        t0 = time.perf_counter()
-        idx = batches.indices(step)
+    def consistency_step(idx) -> float:
+        """cd / ct: forward and backward of this rank's micro-batches of the global batch idx; their summed loss."""
         x0 = to_model_range(data.images[idx])  # (B, C, H, W) in [-1, 1]
         cond = Cond(labels=data.labels[idx]) if num_classes else None
         eps = torch.randn(x0.shape, generator=g)
@@ -138,22 +187,56 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
             t_lo = t_min(path) if n == 0 else t_lo
             weight = 1.0 / (sigmas[n + 1] - sigmas[n])
         a_hi, sg_hi = (float(v) for v in path.alpha_sigma(t_hi))
-        x_hi = a_hi * x0 + sg_hi * eps
-        with torch.no_grad():
-            if method == "cd":
-                x_lo = teacher_step(solver, teacher, x_hi, t_hi, t_lo, cond)
-            else:
-                a_lo, sg_lo = (float(v) for v in path.alpha_sigma(t_lo))
-                x_lo = a_lo * x0 + sg_lo * eps  # the same noise: a one-sample estimate of the ODE step
-            f_lo = f_target(x_lo, t_lo, cond)[0]
-        f_hi = f_student(x_hi, t_hi, cond)[0]
-        loss = (weight * pseudo_huber(f_hi, f_lo)).mean()
-        step += 1
-        if not math.isfinite(loss.item()):
-            raise UserError(f"The distillation loss became {loss.item()} at step {step}; the last good checkpoint "
-                            f"in {out} is intact. Lower train.lr (--set train.lr=5e-5).")
+        local = 0.0
+        for k, rows in enumerate(shards.slices()):  # this rank's micro-batches of the global batch
+            c = None if cond is None else cond[rows]
+            x_hi = a_hi * x0[rows] + sg_hi * eps[rows]
+            with torch.no_grad():
+                if method == "cd":
+                    x_lo = teacher_step(solver, teacher, x_hi, t_hi, t_lo, c)
+                else:
+                    a_lo, sg_lo = (float(v) for v in path.alpha_sigma(t_lo))
+                    x_lo = a_lo * x0[rows] + sg_lo * eps[rows]  # the same noise: a one-sample estimate of the ODE step
+                f_lo = f_target(x_lo, t_lo, c)[0]
+            with ddp.no_sync(wrapped, last=k == shards.accumulate - 1):
+                f_hi = f_student(x_hi, t_hi, c)[0]
+                loss = (weight * pseudo_huber(f_hi, f_lo)).mean() / shards.accumulate
+                loss.backward()
+            local += loss.item()
+        return local
+
+    def reflow_step(idx) -> float:
+        """reflow: the flow loss on the teacher's fixed couplings (x1, eps) of the global batch idx, forward and
+        backward of this rank's micro-batches; their summed loss."""
+        noise, x1, labels = coupled
+        x0, eps = x1[idx], noise[idx]
+        cond = None if labels is None else \
+            Cond(labels=labels[idx]).drop(torch.rand(len(idx), generator=g) < tc.label_dropout)
+        t = sample_t(path, len(idx), cfg.diffusion.t_sampling, g, logit_mean=cfg.diffusion.logit_mean,
+                     logit_std=cfg.diffusion.logit_std)
+        local = 0.0
+        for k, rows in enumerate(shards.slices()):
+            with ddp.no_sync(wrapped, last=k == shards.accumulate - 1):
+                loss = diffusion_loss(wrapped, path, x0[rows], prediction=cfg.diffusion.prediction,
+                                      weighting=cfg.diffusion.weighting, cond=None if cond is None else cond[rows],
+                                      noise=(t[rows], eps[rows])).mean() / shards.accumulate
+                loss.backward()
+            local += loss.item()
+        return local
+
+    checkpoint()
+    window, window_n = 0.0, 0
+    while (max_steps is None or step < max_steps) and (max_seconds is None or elapsed < max_seconds):
+        t0 = time.perf_counter()
+        idx = batches.indices(step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        local = reflow_step(idx) if method == "reflow" else consistency_step(idx)
+        step += 1
+        value, elapsed = ddp.sync_scalars(local, elapsed + carry + time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        if not math.isfinite(value):  # the same mean on every rank: every rank stops
+            raise UserError(f"The distillation loss became {value} at step {step}; the last good checkpoint "
+                            f"in {out} is intact. Lower train.lr (--set train.lr=5e-5).")
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(student.parameters(), tc.grad_clip)
         optimizer.step()
@@ -161,19 +244,24 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
             update_ema(target, student, mu)  # 3. the target network theta^- <- mu theta^- + (1 - mu) theta
         if ema is not None:
             update_ema(ema, student, min(tc.ema_decay, (1 + step) / (10 + step)) if tc.ema_warmup else tc.ema_decay)
-        elapsed += time.perf_counter() - t0
-        window, window_n = window + loss.item(), window_n + 1
+        carry = time.perf_counter() - t1
+        window, window_n = window + value, window_n + 1
         if step % tc.log_every == 0 or step == max_steps:
             log(step, window / window_n, elapsed)
             window, window_n = 0.0, 0
         if step % tc.checkpoint_every == 0:
             checkpoint()
+    elapsed += carry
     if window_n:  # a minutes budget ends between log rows: the last one is logged too
         log(step, window / window_n, elapsed)
     checkpoint()
+    summary = dict(steps=step, elapsed_s=elapsed, loss=value,
+                   **{k: extra[k] for k in ("pairs", "pair_seconds") if k in extra})
+    if not main:
+        return summary
     net = (ema or student).eval()
     x = generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, shape,
                  generator=torch.Generator().manual_seed(cfg.seed),
                  cond=Cond(labels=torch.arange(64) % num_classes) if num_classes else None)
     save_grid(to_unit_range(x), out / "samples" / f"step_{step:07d}.png")
-    return dict(steps=step, elapsed_s=elapsed, loss=loss.item() if step else float("nan"))
+    return summary

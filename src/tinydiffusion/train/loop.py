@@ -82,9 +82,6 @@ def train(cfg: Config, out: Path, *, device: str = "cpu", resume: bool = False, 
     if not resume and (out / CONFIG).exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
     distributed.barrier()  # every rank has looked before rank 0 writes anything
-    if distributed.world_size() > 1 and (cfg.control.base or is_autoencoder(cfg.model.name)):
-        raise UserError("ControlNet and autoencoder training run on one process for now; launch them without "
-                        "torchrun (diffusion and flow runs, pixel or latent, train on several).")
     with run_lock(out) if distributed.is_main() else contextlib.nullcontext():
         if cfg.control.base:  # a ControlNet on a frozen base run
             from .controlnet import train_controlnet
