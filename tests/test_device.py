@@ -15,7 +15,7 @@ def test_precision_auto_uses_bf16_only_where_the_hardware_has_it(monkeypatch):
         monkeypatch.setattr(device, "native_bf16", lambda dev, native=native: native)
         assert device.use_bf16("auto", "cpu") is native
     with pytest.raises(UserError, match="precision"):
-        device.use_bf16("fp16", "cpu")
+        device.use_bf16("fp8", "cpu")
     # Runs written before train.precision existed said train.bf16: true -> auto, false -> fp32.
     assert Config.from_dict({"train": {"bf16": True}}).train.precision == "auto"
     assert Config.from_dict({"train": {"bf16": False}}).train.precision == "fp32"

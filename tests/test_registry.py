@@ -46,7 +46,7 @@ def test_presets_command_lists_the_preset_registry(capsys):
 
 @pytest.mark.parametrize("kind, name", [("models", "unet-tiny"), ("samplers", "euler-a"), ("schedules", "sigmoid"),
                                         ("predictions", "score"), ("spacings", "leading"), ("datasets", "svhn"),
-                                        ("presets", "imagenet"), ("precisions", "fp16"), ("optimizers", "sgd")])
+                                        ("presets", "imagenet"), ("precisions", "fp8"), ("optimizers", "sgd")])
 def test_an_unknown_name_of_every_kind_gets_the_one_sentence(kind, name):
     with pytest.raises(UserError, match=f"^Unknown .*'{name}'; choose one of: "):
         registry(kind).get(name)
