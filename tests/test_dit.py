@@ -141,5 +141,5 @@ def test_a_class_dit_trains_and_samples_with_guidance_on_every_kind_of_path(tmp_
 
 
 def test_a_u_net_option_given_to_a_dit_names_the_options_it_takes():
-    with pytest.raises(UserError, match="has no option scale_shift; it takes channels, context_dim, depth, heads"):
+    with pytest.raises(UserError, match="has no option scale_shift; it takes channels, context_dim, depth, guidance_embedding, heads"):
         build_model("dit-tiny", 1, 28, scale_shift=True)

@@ -136,6 +136,22 @@ def test_a_class_conditional_latent_run_samples_with_guidance(digits, ae_run, tm
     assert len(frames) == 3 and frames[0]["x0_hat"].shape == (4, 1, 28, 28)  # decoded frames
 
 
+def test_a_latent_class_run_distils_into_an_lcm_latent_run_that_samples_images_at_w(digits, ae_run, tmp_path):
+    from tinydiffusion.cli.main import main
+    from tinydiffusion.runs import sample_conditional
+
+    teacher, out = tmp_path / "class", tmp_path / "lcm"
+    train(latent_config(digits, ae_run, preset="mnist-latent-class", steps=1), teacher, quiet=True)
+    assert main(["distill", "--teacher", str(teacher), "--method", "lcm", "--out", str(out), "--steps", "2",
+                 "--N", "4", "--set", "train.batch_size=8"]) == 0
+    cfg, _, _, meta = load_run(out)
+    assert meta["shape"] == [4, 7, 7] and meta["autoencoder"] == load_run(teacher)[3]["autoencoder"]
+    x, _ = sample_conditional(out, 4, steps=2, labels=torch.tensor([0, 1, 2, 3]), guidance=3.0)
+    assert x.shape == (4, 1, 28, 28) and x.isfinite().all()  # decoded through the teacher's autoencoder
+    assert main(["distill", "--teacher", str(teacher), "--method", "cd", "--out", str(tmp_path / "cd"),
+                 "--steps", "1", "--N", "4", "--set", "train.batch_size=8"]) == 0  # plain cd of a latent run too
+
+
 def test_a_latent_run_whose_autoencoder_is_missing_or_changed_gets_one_sentence(digits, ae_run, latent_run, tmp_path):
     ae = tmp_path / "ae"
     shutil.copytree(ae_run, ae)

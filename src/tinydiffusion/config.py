@@ -41,6 +41,7 @@ class ModelConfig:
     heads: int | None = None  # attention heads (U-Net: 4; DiT: the registered size's)
     latent_channels: int | None = None  # autoencoders: channels of the latent grid
     decoder_blocks: int | None = None  # autoencoders: Blocks per decoder level
+    guidance_embedding: bool | None = None  # LCM students: the guidance scale w is an input (condition.py)
 
     def overrides(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}

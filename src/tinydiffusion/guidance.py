@@ -16,6 +16,7 @@ combination and must not depend on the parameterisation:
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 
@@ -76,6 +77,36 @@ class ClassifierFreeGuidance:
         return x0, eps
 
 
+def reads_guidance(net) -> bool:
+    """True for a network that takes the guidance scale w as an input (an LCM student; models/condition.py)."""
+    net = getattr(net, "module", net)  # DDP
+    return getattr(net, "guidance_mlp", None) is not None
+
+
+class EmbeddedGuidance:
+    """guided(x_t, t, cond) -> (x0_hat, eps_hat) of a network that has guidance at scale w baked in (LCM, Luo et al.
+    2023): one call on (B, ...) with w in the condition, no unconditional branch, so no second pass. cond=None (no
+    label to guide towards) is passed on as it is."""
+
+    def __init__(self, denoiser: Denoiser, w: float):
+        self.w, self.base = float(w), denoiser
+        self.net, self.path, self.prediction, self.clip_x0 = denoiser.net, denoiser.path, denoiser.prediction, \
+            denoiser.clip_x0
+
+    def __call__(self, x_t: torch.Tensor, t, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if cond is not None:
+            cond = replace(cond, guidance=torch.full((x_t.shape[0],), self.w, device=x_t.device))
+        return self.base(x_t, t, cond)
+
+
 def guided(denoiser: Denoiser, w: float | None, *, rescale: float = 0.0, drop_control: bool = False):
-    """The denoiser itself when w is None (no guidance requested), else its guided wrapper."""
-    return denoiser if w is None else ClassifierFreeGuidance(denoiser, w, rescale=rescale, drop_control=drop_control)
+    """The denoiser itself when w is None (no guidance requested); for a network that reads w, the denoiser with w
+    in its condition (rescale and drop_control do not apply: one sentence); else classifier-free guidance."""
+    if w is None:
+        return denoiser
+    if reads_guidance(denoiser.net):
+        if rescale or drop_control:
+            raise UserError("This run has guidance distilled in (LCM): it takes --guidance W as an input, without "
+                            "an unconditional branch, so --guidance-rescale and --drop-control do not apply.")
+        return EmbeddedGuidance(denoiser, w)
+    return ClassifierFreeGuidance(denoiser, w, rescale=rescale, drop_control=drop_control)

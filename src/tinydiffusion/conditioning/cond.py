@@ -1,8 +1,10 @@
 """Cond: the one type a network is conditioned with, for any kind of condition.
 
 A batch of B conditions holds any of: class labels (B,), prompt token states (B, L, D) with their mask (B, L),
-and control images (B, C, H, W) in [-1, 1] with their per-row scale (B,) (ControlNet, models/controlnet.py). Samplers, guidance and batching only slice, move, concatenate and null it, so they
-never need to know which kinds it carries; each network reads the fields it was built for.
+control images (B, C, H, W) in [-1, 1] with their per-row scale (B,) (ControlNet, models/controlnet.py), and the
+guidance scale (B,) a guidance-distilled (LCM) network is asked for. Samplers, guidance and batching only slice,
+move, concatenate and null it, so they never need to know which kinds it carries; each network reads the fields it
+was built for.
 """
 from __future__ import annotations
 
@@ -18,15 +20,17 @@ NULL_LABEL = -1  # "no class": every class network maps it to its learned null e
 class Cond:
     """labels (B,) int64, NULL_LABEL = unconditional; tokens (B, L, D) with mask (B, L), True = a real token
     (a row without any is the empty prompt, the unconditional text branch); control (B, C, H, W) maps in [-1, 1] with
-    control_scale (B,) float, the multiplier of the ControlNet's residuals (0 = the base network alone). Fields
-    not given are None. The null condition keeps the control (guidance acts on the labels or prompt, the map
-    stays in both branches) unless asked to drop it: null(control=True)."""
+    control_scale (B,) float, the multiplier of the ControlNet's residuals (0 = the base network alone); guidance
+    (B,) float, the scale w of a network that takes w as an input (an LCM student, train/distill.py; None = w 1,
+    the plain conditional prediction). Fields not given are None. The null condition keeps the control (guidance
+    acts on the labels or prompt, the map stays in both branches) unless asked to drop it: null(control=True)."""
 
     labels: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     control: torch.Tensor | None = None
     control_scale: torch.Tensor | None = None
+    guidance: torch.Tensor | None = None
 
     def __post_init__(self):
         if (self.tokens is None) != (self.mask is None):
@@ -39,6 +43,8 @@ class Cond:
         if self.control is not None and (self.control.dim() != 4 or self.control_scale.shape != self.control.shape[:1]):
             raise ValueError(f"Cond needs control (B, C, H, W) and control_scale (B,); got "
                              f"{tuple(self.control.shape)} and {tuple(self.control_scale.shape)}.")
+        if self.guidance is not None and self.guidance.dim() != 1:
+            raise ValueError(f"Cond needs guidance (B,); got {tuple(self.guidance.shape)}.")
         sizes = {len(v) for v in self._tensors().values()}
         if len(sizes) > 1:
             raise ValueError(f"Cond fields have different batch sizes: {sorted(sizes)}.")
@@ -99,4 +105,6 @@ class Cond:
         if parts[0].control is not None:
             out["control"] = torch.cat([p.control for p in parts])  # (B1 + B2 + ..., C, H, W)
             out["control_scale"] = torch.cat([p.control_scale for p in parts])
+        if parts[0].guidance is not None:
+            out["guidance"] = torch.cat([p.guidance for p in parts])
         return Cond(**out)

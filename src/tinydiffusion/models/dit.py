@@ -103,7 +103,7 @@ class DiT(Conditioned):
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, channels: int = 128, depth: int = 4,
                  heads: int = 4, patch_size: int = 2, mlp_ratio: float = 4.0, num_classes: int = 0,
-                 context_dim: int = 0):
+                 context_dim: int = 0, guidance_embedding: bool = False):
         super().__init__()
         if image_size % patch_size:
             raise UserError(f"DiT: patch_size {patch_size} does not divide the image size {image_size}; "
@@ -116,7 +116,7 @@ class DiT(Conditioned):
         self.patch = nn.Conv2d(in_channels, channels, patch_size, stride=patch_size)  # (B,C,H,W) -> (B,D,H/p,W/p)
         self.register_buffer("pos", sincos_2d(channels, grid)[None], persistent=False)  # (1, N, D)
         self.time_mlp = nn.Sequential(nn.Linear(self.emb_channels, channels), nn.SiLU(), nn.Linear(channels, channels))
-        self.setup_condition(num_classes, context_dim, channels)
+        self.setup_condition(num_classes, context_dim, channels, guidance_embedding)
         self.blocks = nn.ModuleList([DiTBlock(channels, heads, mlp_ratio, context_dim) for _ in range(depth)])
         self.norm_out = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(channels, 2 * channels))  # c -> (shift, scale)

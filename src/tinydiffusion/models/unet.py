@@ -27,7 +27,7 @@ class UNet(Conditioned):
                  channel_mult: tuple = (1, 2, 2), num_res_blocks: int = 2, attention_resolutions: tuple = (7,),
                  heads: int = 4, dropout: float = 0.0, num_classes: int = 0, norm_kind: str = "group",
                  context_dim: int = 0, cross_attention_resolutions: tuple | None = None, patch_size: int = 1,
-                 scale_shift: bool = False):
+                 scale_shift: bool = False, guidance_embedding: bool = False):
         super().__init__()
         if image_size % patch_size:
             raise UserError(f"patch_size {patch_size} does not divide the image size {image_size}.")
@@ -36,7 +36,7 @@ class UNet(Conditioned):
         self.patch_size, in_channels, image_size = patch_size, in_channels * patch_size ** 2, image_size // patch_size
         self.emb_channels, emb_dim = channels, 4 * channels
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.setup_condition(num_classes, context_dim, emb_dim)  # label embedding / null token (condition.py)
+        self.setup_condition(num_classes, context_dim, emb_dim, guidance_embedding)  # labels, text, w (condition.py)
         if cross_attention_resolutions is None:
             cross_attention_resolutions = [image_size]
             for _ in range(len(channel_mult) - 1):

@@ -13,7 +13,13 @@ reflow: 2-rectified flow, Liu et al. 2023. The teacher (a rectified-flow run) ma
     samples x1 with its deterministic ODE sampler; the student, starting from the teacher's weights, is trained
     with the flow loss on these fixed couplings (x_t = (1 - t) x1 + t eps, u = eps - x1, t uniform), which
     straightens its paths so that few Euler steps suffice. The pair generation is timed and recorded apart.
-One pair of levels per batch (the samplers' one-step updates take scalar times).
+lcm: latent consistency distillation, Luo et al. 2023 (arXiv:2310.04378): cd of a class-conditional teacher (pixel or
+    latent) with classifier-free guidance baked in. Each batch draws a scale w ~ U[w_min, w_max]; the teacher's ODE
+    step uses CFG at w (guidance.ClassifierFreeGuidance: both branches in one batched call); student and target
+    see w as an input (a zero-initialised MLP on its sinusoidal embedding, models/condition.py), so the student
+    starts as the teacher at any w and samples at w with one call per step, no unconditional branch.
+One pair of levels (and one w) per batch (the samplers' one-step updates take scalar times). A latent teacher is
+distilled on its cached, standardised training latents; the student is a latent run on the same autoencoder.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..checkpoint import CONFIG, save_checkpoint
+from ..checkpoint import CONFIG, model_from_config, save_checkpoint
 from ..conditioning import Cond
 from ..config import apply_overrides
 from ..consistency import (SOLVERS, curriculum, discretisation, karras_sigmas, lognormal_weights, pseudo_huber,
@@ -39,6 +45,8 @@ from ..denoiser import Denoiser
 from ..errors import UserError
 from ..device import use_bf16
 from ..generate import denoiser_for, generate
+from ..guidance import ClassifierFreeGuidance
+from ..latent_space import latent_training_set, to_pixels
 from ..objectives import diffusion_loss, sample_t
 from ..models import count_parameters
 from ..registry import Registry
@@ -52,14 +60,17 @@ METHODS = Registry("distillation method")
 METHODS.add("cd", text="consistency distillation from the teacher (Song et al. 2023, Algorithm 2)")
 METHODS.add("ct", text="improved consistency training, no teacher step (Song & Dhariwal 2023)")
 METHODS.add("reflow", text="2-rectified flow: retrain a flow run on its own (noise, sample) pairs (Liu et al. 2023)")
+METHODS.add("lcm", text="latent consistency distillation: cd with classifier-free guidance baked in, w an input "
+            "(Luo et al. 2023)")
 DETERMINISTIC = ("euler", "heun", "dpm++2m", "dpm++3m", "ddim")  # reflow's pairs need an ODE sampler
 
 
 def distill(teacher_dir: Path, method: str, out: Path, *, minutes: float = 0.0, steps: int = 0,
             solver: str = "heun", N: int = 18, mu: float = 0.95, overrides: list[str] = (), seed: int = 0,
-            quiet: bool = True, pairs: int = 20_000) -> dict:
-    """Distil (cd) or train (ct) a consistency model, or reflow a flow run, from the teacher run in teacher_dir
-    into the run `out`. pairs: reflow's number of (noise, teacher sample) couplings."""
+            quiet: bool = True, pairs: int = 20_000, guidance_range: tuple[float, float] = (1.0, 4.0)) -> dict:
+    """Distil (cd, lcm) or train (ct) a consistency model, or reflow a flow run, from the teacher run in teacher_dir
+    into the run `out`. pairs: reflow's number of (noise, teacher sample) couplings; guidance_range: lcm's
+    [w_min, w_max]."""
     out = Path(out)
     METHODS.check(method)
     if solver not in SOLVERS:
@@ -70,6 +81,9 @@ def distill(teacher_dir: Path, method: str, out: Path, *, minutes: float = 0.0, 
         raise UserError(f"--mu (the target network's EMA decay) must be in [0, 1), got {mu}.")
     if not (minutes or steps):
         raise UserError("No distillation budget: give --minutes or --steps.")
+    w_lo, w_hi = (float(w) for w in guidance_range)
+    if method == "lcm" and not 0 <= w_lo <= w_hi:
+        raise UserError(f"--guidance-range needs 0 <= w_min <= w_max, got {w_lo:g},{w_hi:g}.")
     if (out / CONFIG).exists():
         raise UserError(f"{out} already holds a run; choose another --out.")
     distributed.barrier()  # every rank has looked before rank 0 writes
@@ -79,8 +93,10 @@ def distill(teacher_dir: Path, method: str, out: Path, *, minutes: float = 0.0, 
     base = tcfg.diffusion.prediction
     if base.startswith("cm-"):
         raise UserError(f"{teacher_dir} is already a consistency model; distil from a diffusion or flow run.")
-    if tcfg.data.autoencoder:
-        raise UserError("Distilling a latent run is not supported yet; use a pixel teacher run.")
+    if method == "lcm" and (tcfg.data.text or not int(meta.get("num_classes", 0))):
+        raise UserError(f"LCM bakes classifier-free guidance on class labels into the student, and {teacher_dir} is "
+                        + ("a text run (not supported yet)" if tcfg.data.text else "unconditional")
+                        + "; distil a class-conditional run (--preset mnist-latent-class or mnist-class).")
     train_cfg = replace(tcfg.train, lr=2e-4, warmup_steps=0, lr_decay="none", minutes=minutes, steps=steps, epochs=0)
     if method == "reflow":
         if tcfg.diffusion.path != "flow":
@@ -95,26 +111,38 @@ def distill(teacher_dir: Path, method: str, out: Path, *, minutes: float = 0.0, 
         cfg = replace(tcfg, seed=seed, diffusion=replace(tcfg.diffusion, t_sampling="uniform"),
                       sample=replace(tcfg.sample, sampler="euler", steps=1, spacing="uniform"), train=train_cfg)
     else:
-        cfg = replace(tcfg, seed=seed, diffusion=replace(tcfg.diffusion, prediction=f"cm-{base}"),
+        model = replace(tcfg.model, guidance_embedding=True) if method == "lcm" else tcfg.model
+        cfg = replace(tcfg, seed=seed, diffusion=replace(tcfg.diffusion, prediction=f"cm-{base}"), model=model,
                       sample=replace(tcfg.sample, sampler="consistency", steps=1, spacing="uniform"), train=train_cfg)
     cfg = apply_overrides(cfg, list(overrides))
     with run_lock(out) if distributed.is_main() else contextlib.nullcontext():
-        return _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, str(teacher_dir), quiet, pairs)
+        return _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, str(teacher_dir), quiet, pairs,
+                        (w_lo, w_hi))
 
 
 def reflow_pairs(tcfg, tnet, path, n: int, shape: tuple, num_classes: int, seed: int):
-    """(noise (n, *shape), the teacher's samples from it (n, *shape) clamped to [-1, 1], labels (n,) or None): the
-    teacher's deterministic sampler run from each noise draw (sharded over ranks under torchrun)."""
+    """(noise (n, *shape), the teacher's samples from it (n, *shape), labels (n,) or None): the teacher's deterministic
+    sampler run from each noise draw (sharded over ranks under torchrun); pixels clamped to [-1, 1], latents (a
+    latent teacher) as they are."""
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn((n, *shape), generator=g)
     labels = torch.randint(0, num_classes, (n,), generator=g) if num_classes else None
     x1 = generate(denoiser_for(tnet, path, tcfg.diffusion.prediction, tcfg.sample), tcfg.sample, n, shape,
                   seed=seed, noise=noise, cond=None if labels is None else Cond(labels=labels),
                   bf16=use_bf16(tcfg.train.precision, "cpu"))
-    return noise, x1.clamp(-1, 1), labels
+    return noise, x1 if tcfg.data.autoencoder else x1.clamp(-1, 1), labels
 
 
-def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_dir, quiet, pairs):
+def guidance_student(cfg, tnet, shape: tuple, num_classes: int) -> torch.nn.Module:
+    """lcm: the student network of cfg (the teacher's architecture plus the w embedding) holding the teacher's
+    weights; the w embedding's last layer is zero, so it starts as the teacher at every w."""
+    student = model_from_config(cfg, shape, num_classes)
+    missing, unexpected = student.load_state_dict(tnet.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("guidance_mlp.") for k in missing), (missing, unexpected)
+    return student
+
+
+def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_dir, quiet, pairs, guidance_range):
     tc = cfg.train
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)  # the global batch's noise and levels, alike on every rank
@@ -130,18 +158,20 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
     else:
         data = load_dataset(cfg.data.name, "train", cfg.data.path, image_size=cfg.data.image_size,
                             channels=cfg.data.channels)
+        latents = latent_training_set(cfg, data)[1] if cfg.data.autoencoder else None  # the teacher's latent space
         n_data = len(data)
     batches = Batches(n_data, tc.batch_size, cfg.seed)
     max_steps, max_seconds = budget(cfg, batches.steps_per_epoch)
     teacher = Denoiser(tnet.requires_grad_(False), path, tcfg.diffusion.prediction)
 
-    # 1. student (teacher's weights for cd, fresh for ct), target network, EMA for sampling, optimiser
-    student = copy.deepcopy(tnet).requires_grad_(True).train()
+    # 1. student (teacher's weights for cd, lcm and reflow; fresh for ct), target network, EMA, optimiser
+    student = copy.deepcopy(tnet) if method != "lcm" else guidance_student(cfg, tnet, shape, num_classes)
+    student.requires_grad_(True).train()
     if method == "ct":
         for m in student.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-    target = copy.deepcopy(student).requires_grad_(False).eval() if method == "cd" else student
+    target = copy.deepcopy(student).requires_grad_(False).eval() if method in ("cd", "lcm") else student
     ema = copy.deepcopy(student).requires_grad_(False).eval() if tc.ema_decay > 0 else None
     optimizer = make_optimizer(tc, student.parameters(), torch.device("cpu"))
     wrapped = ddp.wrap(student, torch.device("cpu"))  # DDP on several ranks; target and EMA read `student`
@@ -150,6 +180,8 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
     ts = discretisation(path, N)  # (N,) ascending times, ts[0] = t_min
     s_lo, s_hi = float(sigma_tilde(path, t_min(path))), float(sigma_tilde(path, float(ts[-1])))
     K = max_steps or 10_000  # ct's curriculum length when the budget is in minutes
+    if method == "lcm":
+        extra["guidance_range"] = list(guidance_range)
     meta = dict(meta, distill=dict(method=method, teacher=str(Path(teacher_dir).resolve()), solver=solver, N=N,
                                    mu=mu, **extra), parameters=count_parameters(student), world_size=shards.world)
     step, elapsed, carry, value = 0, 0.0, 0.0, float("nan")
@@ -170,12 +202,17 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
                 f.write(json.dumps(dict(step=step, loss=loss, elapsed_s=round(elapsed, 2))) + "\n")
 
     def consistency_step(idx) -> float:
-        """cd / ct: forward and backward of this rank's micro-batches of the global batch idx; their summed loss."""
-        x0 = to_model_range(data.images[idx])  # (B, C, H, W) in [-1, 1]
+        """cd / ct / lcm: forward and backward of this rank's micro-batches of the global batch idx; their summed
+        loss."""
+        x0 = latents.batch(idx, g) if latents is not None else to_model_range(data.images[idx])  # (B, C, H, W)
         cond = Cond(labels=data.labels[idx]) if num_classes else None
         eps = torch.randn(x0.shape, generator=g)
+        teacher_w = teacher
+        if method == "lcm":  # one guidance scale per batch, in the condition of student and target
+            w = guidance_range[0] + (guidance_range[1] - guidance_range[0]) * float(torch.rand((), generator=g))
+            cond, teacher_w = replace(cond, guidance=torch.full((len(idx),), w)), ClassifierFreeGuidance(teacher, w)
         # 2. a pair of adjacent noise levels t_hi > t_lo, and the target at t_lo
-        if method == "cd":
+        if method in ("cd", "lcm"):
             n = int(torch.randint(0, N - 1, (1,), generator=g))
             t_lo, t_hi = float(ts[n]), float(ts[n + 1])
             weight = 1.0
@@ -192,8 +229,8 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
             c = None if cond is None else cond[rows]
             x_hi = a_hi * x0[rows] + sg_hi * eps[rows]
             with torch.no_grad():
-                if method == "cd":
-                    x_lo = teacher_step(solver, teacher, x_hi, t_hi, t_lo, c)
+                if method in ("cd", "lcm"):  # lcm: the guided teacher (its Cond's w is read by the student only)
+                    x_lo = teacher_step(solver, teacher_w, x_hi, t_hi, t_lo, c)
                 else:
                     a_lo, sg_lo = (float(v) for v in path.alpha_sigma(t_lo))
                     x_lo = a_lo * x0[rows] + sg_lo * eps[rows]  # the same noise: a one-sample estimate of the ODE step
@@ -240,7 +277,7 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(student.parameters(), tc.grad_clip)
         optimizer.step()
-        if method == "cd":
+        if method in ("cd", "lcm"):
             update_ema(target, student, mu)  # 3. the target network theta^- <- mu theta^- + (1 - mu) theta
         if ema is not None:
             update_ema(ema, student, min(tc.ema_decay, (1 + step) / (10 + step)) if tc.ema_warmup else tc.ema_decay)
@@ -260,8 +297,9 @@ def _distill(cfg, tcfg, tnet, path, meta, method, out, solver, N, mu, teacher_di
     if not main:
         return summary
     net = (ema or student).eval()
-    x = generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample), cfg.sample, 64, shape,
+    w = sum(guidance_range) / 2 if method == "lcm" else None  # the grid of an lcm run: the middle of its range
+    x = generate(denoiser_for(net, path, cfg.diffusion.prediction, cfg.sample, guidance=w), cfg.sample, 64, shape,
                  generator=torch.Generator().manual_seed(cfg.seed),
                  cond=Cond(labels=torch.arange(64) % num_classes) if num_classes else None)
-    save_grid(to_unit_range(x), out / "samples" / f"step_{step:07d}.png")
+    save_grid(to_unit_range(to_pixels(meta, x)), out / "samples" / f"step_{step:07d}.png")
     return summary
