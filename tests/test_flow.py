@@ -103,6 +103,20 @@ def test_the_methods_harness_trains_each_method_and_tabulates_quality_per_nfe(tm
     assert (out / "quality_vs_nfe.png").exists() and (out / "grids" / "flow_nfe3.png").exists()
 
 
+def test_the_lcm_row_distils_the_class_row_and_only_guided_cfg_pays_two_evaluations_per_step(tmp_path):
+    out = tmp_path / "methods"
+    sets = [a for s in TINY for a in ("--set", s)]
+    assert main(["experiment", "methods", "--methods", "flow-class,lcm", "--steps", "2", "--n", "10", "--nfe", "1,2",
+                 "--seeds", "1", "--guidance", "3", "--device", "cpu", "--quiet", "--out", str(out), *sets]) == 0
+    r = json.loads((out / "results.json").read_text())
+    # CFG at w = 3 on the class run: two evaluations per step, so nothing fits in 1; the LCM run reads w: one
+    assert [(row["method"], row["nfe"], row["steps"]) for row in r["rows"]] == [
+        ("flow-class", 2, 1), ("lcm", 1, 1), ("lcm", 2, 2)]
+    assert all(t["nfe"] == 2 * t["steps"] for t in r["tried"] if t["sampler"] == "euler")
+    from tinydiffusion.runs import load_run
+    assert load_run(out / "runs" / "lcm")[3]["distill"]["method"] == "lcm"
+
+
 def test_unknown_method_is_one_sentence(tmp_path, capsys):
     assert main(["experiment", "methods", "--methods", "gan", "--out", str(tmp_path / "m")]) == 2
     assert "Unknown method 'gan'" in capsys.readouterr().err

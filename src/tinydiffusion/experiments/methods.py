@@ -1,7 +1,9 @@
 """Experiment `methods`: every method's preset trained for the same wall-clock minutes on this machine, then sampled
 at each NFE with each of its candidate samplers; one table per method and NFE with the best sampler's fd_classifier
 (mean and spread over sampling seeds, n images each), precision/recall, ms per image and training img/s, a grid per
-row and a plot of quality vs NFE. The floor is the same metric for real training digits (held out from the test
+row and a plot of quality vs NFE. Class-conditional runs draw n / 10 images of each class at guidance scale --guidance
+(default 1: no unconditional branch); classifier-free guidance at another w costs two network evaluations per step,
+counted in the NFE, except on an LCM run, which takes w as an input. The floor is the same metric for real training digits (held out from the test
 split the metric compares against) at the same n.
 
 Later methods (latent diffusion, few-step distillation, ControlNet) add themselves to METHODS, as DiT did.
@@ -55,6 +57,11 @@ METHODS.add("reflow", Method("mnist", ("euler", "heun"), "uniform", distill="ref
             "2-rectified flow of the flow row's run (or --teacher RUN) retrained for the same minutes on 20k of its "
             "own (noise, sample) couplings, generated first (their time is in the run's meta.json, not in the "
             "minutes); Euler / Heun (Liu et al. 2023)")
+METHODS.add("flow-class", Method("mnist-class", ("euler", "heun", "dpm++2m", "dpm++2m@shifted"), "uniform"),
+            "the `mnist-class` preset: the flow row with class labels (10 % dropped), sampled per class at --guidance")
+METHODS.add("lcm", Method("mnist-class", ("consistency",), "uniform", distill="lcm", teacher="flow-class"),
+            "latent consistency distillation of the flow-class row's run (or --teacher RUN, class-conditional) with "
+            "guidance w ~ U[1, 4] baked in, sampled at --guidance with one call per step (Luo et al. 2023)")
 METHODS.add("dit", Method("mnist-dit", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist-dit` preset: the `mnist` flow recipe on a Diffusion Transformer (dit-tiny, 4x4 patches)")
 
@@ -65,6 +72,8 @@ def add_arguments(p):
     p.add_argument("--nfe", default="1,2,4,10,20", help="network evaluations per image to compare at")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds for the best sampler of each row")
     p.add_argument("--teacher", type=Path, help="cd/ct rows: distil this trained run instead of the flow row's")
+    p.add_argument("--guidance", type=float, default=1.0, metavar="W",
+                   help="class-conditional rows (flow-class, lcm): the guidance scale they sample at (default 1)")
 
 
 def steps_for(sampler: str, nfe: int) -> int | None:
@@ -101,6 +110,9 @@ def run(args) -> Path:
                 common.train_variant(args, cfg, run_dir)
         for k in budgets:
             best, tried = judge(args, run_dir, method, k)
+            if best is None:
+                print(f"{name:>6} NFE {k:3d}: no sampler fits (guidance {args.guidance:g} costs 2 per step)")
+                continue
             all_rows += tried
             grid = common.save_samples_grid(best.pop("images"), out / "grids" / f"{name}_nfe{k}.png")
             rows.append(dict(method=name, nfe=k, **best, train_img_s=round(trained["img_s"], 1), train_steps=trained["steps"],
@@ -134,7 +146,8 @@ def distilled(args, out: Path, method: Method, run_dir: Path) -> dict:
         raise UserError(f"{run_dir} already holds a run from an earlier experiment; pass --reuse to use it, "
                         "or choose another --out.")
     if not (run_dir / "config.json").exists():
-        distill(teacher, method.distill, run_dir, minutes=args.minutes, seed=args.seed)
+        distill(teacher, method.distill, run_dir, minutes=0 if args.steps else args.minutes, steps=args.steps or 0,
+                seed=args.seed)
     rows, teacher_rows = read_metrics(run_dir), read_metrics(teacher)
     steps, seconds = rows[-1]["step"], rows[-1]["elapsed_s"]
     from ..config import load_config
@@ -142,29 +155,48 @@ def distilled(args, out: Path, method: Method, run_dir: Path) -> dict:
     return dict(steps=steps, img_s=steps * batch / seconds, teacher_minutes=teacher_rows[-1]["elapsed_s"] / 60)
 
 
+def drawer(args, run_dir: Path):
+    """(draw(sampler, steps, spacing, seed) -> images, network evaluations per sampler NFE): unconditional runs
+    sample as they are; class runs n / 10 per class at args.guidance, where classifier-free guidance (w not 0 or 1,
+    on a network that does not read w) evaluates both branches: 2 per step."""
+    from ..checkpoint import load_meta
+    from ..guidance import reads_guidance
+    from ..runs import load_run, sample_conditional, sample_run
+
+    device = resolve_device(args.device)
+    k = int(load_meta(run_dir).get("num_classes", 0))
+    if not k:
+        return (lambda sampler, steps, spacing, seed: sample_run(run_dir, args.n, sampler=sampler, steps=steps,
+                                                                spacing=spacing, seed=seed, device=device)), 1
+    labels = torch.arange(args.n) % k
+    cost = 1 if args.guidance in (0.0, 1.0) or reads_guidance(load_run(run_dir)[1]) else 2
+    return (lambda sampler, steps, spacing, seed: sample_conditional(
+        run_dir, args.n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, device=device, labels=labels,
+        guidance=args.guidance)[0]), cost
+
+
 def judge(args, run_dir: Path, method: Method, k: int) -> tuple[dict, list[dict]]:
     """Every candidate sampler at NFE k on seed 0, then the best of them on all seeds. Returns (best row with
-    its seed-0 images, rows of every candidate on seed 0)."""
-    from ..runs import sample_run
-
+    its seed-0 images, rows of every candidate on seed 0); (None, []) if no candidate fits in k."""
+    draw, cost = drawer(args, run_dir)
     tried, images, grids = [], {}, {}
     for label, sampler, spacing in method.candidates():
-        steps = steps_for(sampler, k)
+        steps = steps_for(sampler, k // cost)
         if steps is None:
             continue
         start = time.perf_counter()
-        x = sample_run(run_dir, args.n, sampler=sampler, steps=steps, spacing=spacing, seed=0,
-                       device=resolve_device(args.device))
+        x = draw(sampler, steps, spacing, 0)
         ms = (time.perf_counter() - start) / args.n * 1000
         images[label], grids[label] = x, (sampler, spacing)
-        tried.append(dict(sampler=label, steps=steps, nfe=nfe_of(sampler, steps), ms_per_image=round(ms, 2),
+        tried.append(dict(sampler=label, steps=steps, nfe=cost * nfe_of(sampler, steps), ms_per_image=round(ms, 2),
                           **common.project_metric(to_unit_range(x))))
+    if not tried:  # classifier-free guidance at NFE 1: no step fits
+        return None, []
     best = min(tried, key=lambda r: r["fd_classifier"])
     fds, precision, recall = [best["fd_classifier"]], [best["precision"]], [best["recall"]]
     sampler, spacing = grids[best["sampler"]]
     for seed in range(1, args.seeds):
-        x = sample_run(run_dir, args.n, sampler=sampler, steps=best["steps"], spacing=spacing,
-                       seed=seed, device=resolve_device(args.device))
+        x = draw(sampler, best["steps"], spacing, seed)
         m = common.project_metric(to_unit_range(x))
         fds.append(m["fd_classifier"]), precision.append(m["precision"]), recall.append(m["recall"])
     row = dict(sampler=best["sampler"], steps=best["steps"], fd_mean=statistics.mean(fds),
