@@ -3,8 +3,8 @@ at each NFE with each of its candidate samplers; one table per method and NFE wi
 (mean and spread over sampling seeds, n images each), precision/recall, ms per image and training img/s, a grid per
 row and a plot of quality vs NFE. Class-conditional runs draw n / 10 images of each class at guidance scale --guidance
 (default 1: no unconditional branch); classifier-free guidance at another w costs two network evaluations per step,
-counted in the NFE, except on an LCM run, which takes w as an input. The floor is the same metric for real training digits (held out from the test
-split the metric compares against) at the same n.
+counted in the NFE, except on an LCM run, which takes w as an input. The floor is the same metric for real training
+digits (held out from the test split the metric compares against) at the same n.
 
 Later methods (latent diffusion, few-step distillation, ControlNet) add themselves to METHODS, as DiT did.
 """
@@ -159,9 +159,9 @@ def drawer(args, run_dir: Path):
     """(draw(sampler, steps, spacing, seed) -> images, network evaluations per sampler NFE): unconditional runs
     sample as they are; class runs n / 10 per class at args.guidance, where classifier-free guidance (w not 0 or 1,
     on a network that does not read w) evaluates both branches: 2 per step."""
-    from ..checkpoint import load_meta
-    from ..guidance import reads_guidance
-    from ..runs import load_run, sample_conditional, sample_run
+    from ..checkpoint import CONFIG, load_meta
+    from ..config import load_config
+    from ..runs import sample_conditional, sample_run
 
     device = resolve_device(args.device)
     k = int(load_meta(run_dir).get("num_classes", 0))
@@ -169,7 +169,8 @@ def drawer(args, run_dir: Path):
         return (lambda sampler, steps, spacing, seed: sample_run(run_dir, args.n, sampler=sampler, steps=steps,
                                                                 spacing=spacing, seed=seed, device=device)), 1
     labels = torch.arange(args.n) % k
-    cost = 1 if args.guidance in (0.0, 1.0) or reads_guidance(load_run(run_dir)[1]) else 2
+    reads_w = bool(load_config(run_dir / CONFIG).model.guidance_embedding)  # an LCM student (models/condition.py)
+    cost = 1 if args.guidance in (0.0, 1.0) or reads_w else 2
     return (lambda sampler, steps, spacing, seed: sample_conditional(
         run_dir, args.n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, device=device, labels=labels,
         guidance=args.guidance)[0]), cost
