@@ -6,7 +6,9 @@ row and a plot of quality vs NFE. Class-conditional runs draw n / 10 images of e
 counted in the NFE, except on an LCM run, which takes w as an input. The floor is the same metric for real training
 digits (held out from the test split the metric compares against) at the same n.
 
-Later methods (latent diffusion, few-step distillation, ControlNet) add themselves to METHODS, as DiT did.
+Latent rows diffuse on one autoencoder (--autoencoder RUN, or `mnist-ae` trained first for --ae-minutes); few-step
+rows distil a teacher (--teacher RUN, or the teacher method's row). Both prior runs' minutes are shown apart, not
+counted in the row's. Later methods add themselves to METHODS, as DiT, latent and few-step did.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class Method:
     spacing: str | None = None  # None: the preset's
     distill: str | None = None  # a few-step row: `tinydiffusion distill --method` of the teacher method's run
     teacher: str | None = None  # the method whose run is the teacher (or --teacher RUN)
+    latent: bool = False  # diffuses on the harness's autoencoder (--autoencoder RUN, or one trained first)
 
     def candidates(self) -> list[tuple[str, str, str | None]]:
         """(label, sampler, spacing) of every candidate."""
@@ -62,6 +65,13 @@ METHODS.add("flow-class", Method("mnist-class", ("euler", "heun", "dpm++2m", "dp
 METHODS.add("lcm", Method("mnist-class", ("consistency",), "uniform", distill="lcm", teacher="flow-class"),
             "latent consistency distillation of the flow-class row's run (or --teacher RUN, class-conditional) with "
             "guidance w ~ U[1, 4] baked in, sampled at --guidance with one call per step (Luo et al. 2023)")
+METHODS.add("latent", Method("mnist-latent", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform",
+                            latent=True),
+            "the `mnist-latent` preset: the flow recipe on the 7x7x4 latents of the harness's autoencoder (--autoencoder "
+            "RUN, or `mnist-ae` trained first for --ae-minutes, shown apart), decoded before the metric and in the time")
+METHODS.add("latent-class", Method("mnist-latent-class", ("euler", "heun", "dpm++2m", "dpm++2m@shifted"), "uniform",
+                                  latent=True),
+            "the `mnist-latent-class` preset: the latent row with class labels, sampled per class at --guidance")
 METHODS.add("dit", Method("mnist-dit", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist-dit` preset: the `mnist` flow recipe on a Diffusion Transformer (dit-tiny, 4x4 patches)")
 
@@ -72,6 +82,9 @@ def add_arguments(p):
     p.add_argument("--nfe", default="1,2,4,10,20", help="network evaluations per image to compare at")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds for the best sampler of each row")
     p.add_argument("--teacher", type=Path, help="cd/ct rows: distil this trained run instead of the flow row's")
+    p.add_argument("--autoencoder", type=Path, help="latent rows: this trained autoencoder run (default: train one)")
+    p.add_argument("--ae-minutes", type=float, default=3.0,
+                   help="latent rows without --autoencoder: the autoencoder's budget, shown apart (default 3)")
     p.add_argument("--guidance", type=float, default=1.0, metavar="W",
                    help="class-conditional rows (flow-class, lcm): the guidance scale they sample at (default 1)")
 
@@ -99,9 +112,10 @@ def run(args) -> Path:
     jobs = [(name, METHODS.get(name)) for name in methods]
     if args.teacher is not None:  # the given teacher judged beside its students, with the flow row's samplers
         jobs.insert(0, ("teacher", METHODS.get("flow")))
+    ae_dir, ae_minutes = autoencoder(args, out) if any(m.latent for _, m in jobs) else (None, 0.0)
     for name, method in jobs:
         args.preset = method.preset
-        cfg = common.variant_config(args)
+        cfg = common.variant_config(args, [f"data.autoencoder={ae_dir}"] if method.latent else [])
         run_dir = Path(args.teacher) if name == "teacher" else out / "runs" / name
         if name == "teacher":
             trained = common.train_variant(argparse.Namespace(**{**vars(args), "reuse": True}), cfg, run_dir)
@@ -116,7 +130,8 @@ def run(args) -> Path:
             all_rows += tried
             grid = common.save_samples_grid(best.pop("images"), out / "grids" / f"{name}_nfe{k}.png")
             rows.append(dict(method=name, nfe=k, **best, train_img_s=round(trained["img_s"], 1), train_steps=trained["steps"],
-                             teacher_minutes=round(trained.get("teacher_minutes", 0.0), 1), grid=f"grids/{grid}"))
+                             teacher_minutes=round(trained.get("teacher_minutes", 0.0), 1),
+                             ae_minutes=round(ae_minutes, 1) if method.latent else 0.0, grid=f"grids/{grid}"))
             print(f"{name:>6} NFE {k:3d}: {best['sampler']} fd {best['fd_mean']:.2f} +- {best['fd_sd']:.2f}")
     from ..viz.plot import line_plot
 
@@ -127,6 +142,27 @@ def run(args) -> Path:
     return write_report(out, f"Methods at equal wall-clock ({args.minutes:g} minutes)", body(args, rows, all_rows, floor),
                         dict(rows=rows, tried=all_rows, floor=floor, n=args.n, seeds=args.seeds,
                              minutes=args.minutes))
+
+
+def autoencoder(args, out: Path) -> tuple[Path, float]:
+    """The latent rows' autoencoder run and its training minutes: --autoencoder, or `mnist-ae` trained into
+    out/runs/ae for --ae-minutes (or --steps) with the user's data.* and train.* overrides (model.*, diffusion.* and
+    sample.* ones are the rows')."""
+    from ..viz.curves import read_metrics
+
+    if args.autoencoder is not None:
+        if not (Path(args.autoencoder) / "config.json").exists():
+            raise UserError(f"--autoencoder {args.autoencoder} is not a run directory (no config.json).")
+        run_dir = Path(args.autoencoder)
+    else:
+        if not args.ae_minutes > 0:
+            raise UserError(f"--ae-minutes must be positive, got {args.ae_minutes:g}.")
+        run_dir = out / "runs" / "ae"
+        ae_args = argparse.Namespace(**{**vars(args), "preset": "mnist-ae", "minutes": args.ae_minutes,
+                                        "overrides": [o for o in args.overrides if o.startswith(("data.", "train."))]})
+        common.train_variant(ae_args, common.variant_config(ae_args), run_dir)
+    rows = read_metrics(run_dir)
+    return run_dir, rows[-1]["elapsed_s"] / 60 if rows else 0.0
 
 
 def distilled(args, out: Path, method: Method, run_dir: Path) -> dict:
@@ -226,7 +262,9 @@ alone. At each NFE every candidate sampler draws n = {args.n} images with seed 0
 drawn with seeds 0..{args.seeds - 1} and its mean and standard deviation are reported (choosing on seed 0 favours the
 chosen sampler slightly on that seed). The floor: {args.seeds} random sets of {args.n} real **training** digits (held
 out from the test split the metric compares against): fd {floor['fd_mean']:.2f} ({floor['fd_min']:.2f}-{floor['fd_max']:.2f}).
-ms_per_image: sampling the {args.n} images in batches of 256, per image.
+ms_per_image: sampling the {args.n} images in batches of 256, per image (a latent row's decoding included).
+teacher_minutes / ae_minutes: the training of a few-step row's teacher / a latent row's autoencoder, not counted in
+the row's minutes.
 
 {table(shown, list(shown[0]))}
 
