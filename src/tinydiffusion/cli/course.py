@@ -7,8 +7,8 @@ from pathlib import Path
 def add_course(sub):
     p = sub.add_parser("course", help="reproduce the lessons end to end into one static HTML report")
     p.add_argument("--minutes", type=float, default=10.0,
-                   help="training budget of the lesson's recipe in minutes (default 10: the shortest measured to pass "
-                        "the three checkpoints on a 2-core CPU)")
+                   help="training budget of the lesson's recipe in minutes (default 10: measured to pass the three "
+                        "checkpoints on a 2-core CPU, where 2 failed)")
     p.add_argument("--lesson-minutes", type=float,
                    help="budget per model of the comparison experiments (schedules, T, VAE); default minutes / 10")
     p.add_argument("--out", type=Path, default=Path("reports/course"), help="report folder (default reports/course)")
