@@ -1,11 +1,13 @@
 """Shared fixtures: tiny, fast training configurations and one tiny trained run per session."""
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
 from tinydiffusion.conditioning import Cond, text_encoder
 from tinydiffusion.config import apply_overrides, get_preset
+from tinydiffusion.data import load_dataset
 from tinydiffusion.train import train
 
 # The networks in tests are tiny: one thread is faster than two and immune to oversubscription when the
@@ -77,3 +79,13 @@ def text_run(tmp_path_factory):
     train(tiny_config(steps=2, preset="mnist-ddpm-text"), out, device="cpu", quiet=True)
     yield out
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """A folder with train.npz (256 MNIST digits) and test.npz (64), so encoding the training set takes no time."""
+    folder = tmp_path_factory.mktemp("digits")
+    for split, n in (("train", 256), ("test", 64)):
+        ds = load_dataset("mnist", split)
+        np.savez(folder / f"{split}.npz", images=ds.images[:n].numpy(), labels=ds.labels[:n].numpy())
+    return folder

@@ -122,21 +122,13 @@ def test_unknown_method_is_one_sentence(tmp_path, capsys):
     assert "Unknown method 'gan'" in capsys.readouterr().err
 
 
-def test_the_latent_row_trains_an_autoencoder_first_and_shows_its_minutes_apart(tmp_path):
-    import numpy as np
-    from tinydiffusion.data import load_dataset
-    digits = tmp_path / "digits"  # 256 training and 64 test digits, so the latent cache takes no time
-    digits.mkdir()
-    for split, n in (("train", 256), ("test", 64)):
-        ds = load_dataset("mnist", split)
-        np.savez(digits / f"{split}.npz", images=ds.images[:n].numpy(), labels=ds.labels[:n].numpy())
+def test_the_latent_row_trains_an_autoencoder_first_and_shows_its_minutes_apart(digits, tmp_path):
     out = tmp_path / "methods"
     sets = [a for s in TINY + [f"data.name={digits}", "sample.clip_x0=false"] for a in ("--set", s)]
     assert main(["experiment", "methods", "--methods", "latent", "--steps", "2", "--n", "8", "--nfe", "2",
                  "--seeds", "1", "--device", "cpu", "--quiet", "--out", str(out), *sets]) == 0
     r = json.loads((out / "results.json").read_text())
     assert [(row["method"], row["nfe"]) for row in r["rows"]] == [("latent", 2)] and r["rows"][0]["fd_mean"] > 0
-    from tinydiffusion.runs import load_run
     meta = load_run(out / "runs" / "latent")[3]
     assert meta["shape"] == [4, 7, 7] and meta["autoencoder"]["run"] == str(out / "runs" / "ae")
     assert load_run(out / "runs" / "ae")[0].model.name == "ae-f4c4"  # the rows' model.* overrides skip it

@@ -20,16 +20,6 @@ SMALL = ["train.batch_size=16", "train.precision=fp32", "train.log_every=1", "tr
          "train.checkpoint_every=1000"]
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """A folder with train.npz (256 MNIST digits) and test.npz (64), so encoding the training set takes no time."""
-    folder = tmp_path_factory.mktemp("digits")
-    for split, n in (("train", 256), ("test", 64)):
-        ds = load_dataset("mnist", split)
-        np.savez(folder / f"{split}.npz", images=ds.images[:n].numpy(), labels=ds.labels[:n].numpy())
-    return folder
-
-
 def ae_config(digits, steps=3):
     return apply_overrides(get_preset("mnist-ae"), SMALL + [f"data.name={digits}", "model.channels=4",
                                                              f"train.steps={steps}"])

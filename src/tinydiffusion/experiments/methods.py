@@ -148,21 +148,16 @@ def autoencoder(args, out: Path) -> tuple[Path, float]:
     """The latent rows' autoencoder run and its training minutes: --autoencoder, or `mnist-ae` trained into
     out/runs/ae for --ae-minutes (or --steps) with the user's data.* and train.* overrides (model.*, diffusion.* and
     sample.* ones are the rows')."""
-    from ..viz.curves import read_metrics
-
-    if args.autoencoder is not None:
-        if not (Path(args.autoencoder) / "config.json").exists():
-            raise UserError(f"--autoencoder {args.autoencoder} is not a run directory (no config.json).")
-        run_dir = Path(args.autoencoder)
-    else:
-        if not args.ae_minutes > 0:
-            raise UserError(f"--ae-minutes must be positive, got {args.ae_minutes:g}.")
-        run_dir = out / "runs" / "ae"
-        ae_args = argparse.Namespace(**{**vars(args), "preset": "mnist-ae", "minutes": args.ae_minutes,
-                                        "overrides": [o for o in args.overrides if o.startswith(("data.", "train."))]})
-        common.train_variant(ae_args, common.variant_config(ae_args), run_dir)
-    rows = read_metrics(run_dir)
-    return run_dir, rows[-1]["elapsed_s"] / 60 if rows else 0.0
+    given = args.autoencoder is not None
+    if given and not (Path(args.autoencoder) / "config.json").exists():
+        raise UserError(f"--autoencoder {args.autoencoder} is not a run directory (no config.json).")
+    if not given and not args.ae_minutes > 0:
+        raise UserError(f"--ae-minutes must be positive, got {args.ae_minutes:g}.")
+    run_dir = Path(args.autoencoder) if given else out / "runs" / "ae"
+    ae_args = argparse.Namespace(**{**vars(args), "preset": "mnist-ae", "minutes": args.ae_minutes,
+                                    "reuse": args.reuse or given,
+                                    "overrides": [o for o in args.overrides if o.startswith(("data.", "train."))]})
+    return run_dir, common.train_variant(ae_args, common.variant_config(ae_args), run_dir)["minutes"]
 
 
 def distilled(args, out: Path, method: Method, run_dir: Path) -> dict:
