@@ -132,5 +132,11 @@ def test_the_latent_row_trains_an_autoencoder_first_and_shows_its_minutes_apart(
     meta = load_run(out / "runs" / "latent")[3]
     assert meta["shape"] == [4, 7, 7] and meta["autoencoder"]["run"] == str(out / "runs" / "ae")
     assert load_run(out / "runs" / "ae")[0].model.name == "ae-f4c4"  # the rows' model.* overrides skip it
+    assert main(["experiment", "methods", "--methods", "latent-cd", "--steps", "2", "--n", "8", "--nfe", "1",
+                 "--seeds", "1", "--device", "cpu", "--quiet", "--reuse", "--out", str(out), *sets]) == 0
+    r = json.loads((out / "results.json").read_text())  # the latent row's run (reused) is the teacher, on the same AE
+    assert [(row["method"], row["nfe"], row["sampler"]) for row in r["rows"]] == [("latent-cd", 1, "consistency")]
+    meta = load_run(out / "runs" / "latent-cd")[3]
+    assert meta["distill"]["method"] == "cd" and meta["autoencoder"]["run"] == str(out / "runs" / "ae")
     assert main(["experiment", "methods", "--methods", "latent", "--autoencoder", str(tmp_path / "none"),
                  "--out", str(tmp_path / "m2")]) == 2

@@ -72,6 +72,12 @@ METHODS.add("latent", Method("mnist-latent", ("euler", "heun", "dpm++2m", "dpm++
 METHODS.add("latent-class", Method("mnist-latent-class", ("euler", "heun", "dpm++2m", "dpm++2m@shifted"), "uniform",
                                   latent=True),
             "the `mnist-latent-class` preset: the latent row with class labels, sampled per class at --guidance")
+METHODS.add("latent-cd", Method("mnist-latent", ("consistency",), "uniform", distill="cd", teacher="latent", latent=True),
+            "consistency distillation of the latent row's run (or --teacher RUN, a latent run) on its cached latents, "
+            "decoded like the latent row; teacher minutes shown separately")
+METHODS.add("latent-lcm", Method("mnist-latent-class", ("consistency",), "uniform", distill="lcm",
+                                 teacher="latent-class", latent=True),
+            "LCM as its paper has it: the lcm row's distillation on the latent-class row's run (or --teacher RUN)")
 METHODS.add("dit", Method("mnist-dit", ("euler", "heun", "dpm++2m", "dpm++2m@shifted", "dpm++2m-sde"), "uniform"),
             "the `mnist-dit` preset: the `mnist` flow recipe on a Diffusion Transformer (dit-tiny, 4x4 patches)")
 
@@ -120,7 +126,7 @@ def run(args) -> Path:
         if name == "teacher":
             trained = common.train_variant(argparse.Namespace(**{**vars(args), "reuse": True}), cfg, run_dir)
         else:
-            trained = distilled(args, out, method, run_dir) if method.distill else \
+            trained = distilled(args, out, method, run_dir, ae_dir) if method.distill else \
                 common.train_variant(args, cfg, run_dir)
         for k in budgets:
             best, tried = judge(args, run_dir, method, k)
@@ -160,9 +166,10 @@ def autoencoder(args, out: Path) -> tuple[Path, float]:
     return run_dir, common.train_variant(ae_args, common.variant_config(ae_args), run_dir)["minutes"]
 
 
-def distilled(args, out: Path, method: Method, run_dir: Path) -> dict:
-    """A few-step row's run: the teacher (--teacher, or the teacher method's run, trained here if missing) distilled
-    for args.minutes into run_dir. Returns steps, img_s and the teacher's own minutes (shown apart)."""
+def distilled(args, out: Path, method: Method, run_dir: Path, ae_dir: Path | None = None) -> dict:
+    """A few-step row's run: the teacher (--teacher, or the teacher method's run, trained here if missing, on ae_dir
+    if it is a latent method) distilled for args.minutes into run_dir. Returns steps, img_s and the teacher's own
+    minutes (shown apart)."""
     from ..train.distill import distill
     from ..viz.curves import read_metrics
 
@@ -172,7 +179,8 @@ def distilled(args, out: Path, method: Method, run_dir: Path) -> dict:
         teacher = out / "runs" / method.teacher
         if not (teacher / "config.json").exists():
             args.preset = teacher_method.preset
-            common.train_variant(args, common.variant_config(args), teacher)
+            extra = [f"data.autoencoder={ae_dir}"] if teacher_method.latent else []
+            common.train_variant(args, common.variant_config(args, extra), teacher)
     if (run_dir / "config.json").exists() and not args.reuse:
         raise UserError(f"{run_dir} already holds a run from an earlier experiment; pass --reuse to use it, "
                         "or choose another --out.")
