@@ -30,15 +30,19 @@ NETS = [
 ]
 
 
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
+def interleaved_median_ms(fns: list, repeats: int) -> list[float]:
+    """Median ms per call of each fn, timed round-robin (one call of each per round) so that a shared machine's
+    drifting load moves every row alike and the ratios between rows hold."""
+    for fn in fns:
+        for _ in range(3):
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) * 1000 for ts in times]
 
 
 def main(argv=None):
@@ -50,24 +54,27 @@ def main(argv=None):
     bf16 = use_bf16(get_preset("mnist-latent").train.precision, "cpu")
     torch.manual_seed(0)
     t = torch.rand(args.batch)
-    rows = []
+    calls, labels, params = [], [], []
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for label, name, c, side, kw in NETS:
             net = build_model(name, c, side, **kw).eval()
-            x = torch.randn(args.batch, c, side, side)
-            rows.append((label, sum(q.numel() for q in net.parameters()) / 1e6, median_ms(lambda: net(x, t), args.repeats)))
+            x = torch.randn(args.batch, c, side, side)  # (B, C, H, W)
+            calls.append(lambda net=net, x=x: net(x, t))
+            labels.append(label)
+            params.append(sum(q.numel() for q in net.parameters()) / 1e6)
         ae = build_model("ae-f4c4", 1, 28).eval()
-        z = torch.randn(args.batch, 4, 7, 7)
-        decode = median_ms(lambda: ae.decode(z), args.repeats)
-    print(f"batch {args.batch}, bf16 autocast {bf16}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    for label, params, ms in rows:
-        print(f"{label:42s} {params:5.2f}M  {ms:6.1f} ms per call")
-    print(f"{'ae-f4c4 decoder':42s} {sum(q.numel() for q in ae.decoder.parameters()) / 1e6:5.2f}M  {decode:6.1f} ms per call")
-    pixel = rows[0][2]
-    for label, _, ms in rows[1:]:
-        print(f"best-case speed-up at {args.nfe} NFE, {label.strip()}: "
-              f"{args.nfe * pixel / (args.nfe * ms + decode):.2f}x")
-
+        z = torch.randn(args.batch, 4, 7, 7)  # (B, 4, 7, 7) latents
+        calls.append(lambda: ae.decode(z))
+        labels.append("ae-f4c4 decoder")
+        params.append(sum(q.numel() for q in ae.decoder.parameters()) / 1e6)
+        ms = interleaved_median_ms(calls, args.repeats)
+    print(f"batch {args.batch}, bf16 autocast {bf16}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} interleaved rounds")
+    for label, n, m in zip(labels, params, ms):
+        print(f"{label:42s} {n:5.2f}M  {m:6.1f} ms per call")
+    pixel, decode = ms[0], ms[-1]
+    for label, m in zip(labels[1:-1], ms[1:-1]):
+        print(f"best-case speed-up at {args.nfe} NFE, {label.strip()}: {args.nfe * pixel / (args.nfe * m + decode):.2f}x")
 
 if __name__ == "__main__":
     main()
