@@ -75,3 +75,13 @@ def test_quick_variants_write_their_table_and_profile(tmp_path):
     md = (tmp_path / "variants.md").read_text()
     assert "| preset: unet-patch" in md and "| fp32 | train.precision=fp32 |" in md
     assert "Self CPU" in md  # torch.profiler's operator table
+
+
+def test_latent_call_cost_times_every_net_and_the_decoder(capsys):
+    from benchmarks import latent_call_cost
+
+    latent_call_cost.main(["--batch", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.endswith("ms per call")]
+    assert len(rows) == len(latent_call_cost.NETS) + 1 and rows[-1].startswith("ae-f4c4 decoder")
+    assert out.count("best-case speed-up at 10 NFE") == len(latent_call_cost.NETS) - 1
