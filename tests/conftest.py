@@ -32,6 +32,20 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def control_run(tmp_path_factory, tiny_run):
+    """A ControlNet (edge maps) trained for 2 steps on a copy of the tiny base run."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("control")
+    base = root / "base"
+    shutil.copytree(tiny_run, base)
+    cfg = tiny_config(f"control.base={base}", "control.fidelity_every=2", "control.fidelity_n=4", steps=2,
+                      preset="mnist-controlnet")
+    train(cfg, root / "ctrl", device="cpu", quiet=True)
+    return root / "ctrl"
+
+
 def wake(net: torch.nn.Module) -> torch.nn.Module:
     """Randomise the zero-initialised layers: at init every block is the identity and ignores conditions."""
     torch.manual_seed(0)

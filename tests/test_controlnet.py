@@ -131,18 +131,6 @@ def test_concat_baseline_reads_the_map_as_an_input_channel():
 
 
 # ------------------------------------------------------------------------------------ runs and commands
-@pytest.fixture(scope="module")
-def control_run(tmp_path_factory, tiny_run):
-    """A ControlNet trained for 2 steps on a copy of the tiny base run."""
-    root = tmp_path_factory.mktemp("control")
-    base = root / "base"
-    shutil.copytree(tiny_run, base)
-    cfg = tiny_config(f"control.base={base}", "control.fidelity_every=2", "control.fidelity_n=4", steps=2,
-                      preset="mnist-controlnet")
-    train(cfg, root / "ctrl", device="cpu", quiet=True)
-    return root / "ctrl"
-
-
 def test_training_saves_the_branch_only_and_logs_fidelity(control_run, tiny_run):
     meta = json.loads(sorted((control_run / "checkpoints").glob("step_*"))[-1].joinpath("meta.json").read_text())
     assert meta["control"]["kind"] == "edges" and meta["parameters"] < meta["frozen_parameters"]

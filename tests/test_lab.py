@@ -14,6 +14,21 @@ from tinydiffusion.cli.main import main
 from tinydiffusion.lab.server import Lab, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _png_url(a) -> str:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(a, dtype=np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+BLANK = _png_url([[0] * 56] * 56)  # a drawing with no strokes
 CLASS_RUN = ROOT / "tests" / "fixtures" / "runs" / "class-eps"  # a tiny class-conditional run, T = 20
 
 
@@ -29,8 +44,8 @@ def course(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lab(tiny_run, course):
-    server = make_server(Lab([tiny_run, CLASS_RUN], course), port=0)
+def lab(tiny_run, control_run, course):
+    server = make_server(Lab([tiny_run, CLASS_RUN, control_run], course), port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -115,6 +130,16 @@ def test_curves_endpoint_has_one_point_per_step_of_a_small_table(lab):
     ("/api/sample", dict(run="class-eps", **{"class": 12}), 400, "Class 12 is out of range"),
     ("/api/sample", dict(run="run", **{"class": 3}), 400, "unconditional"),
     ("/api/sample", dict(run="run", steps=50), 400, "steps"),  # more steps than the run's T = 20
+    ("/api/sample", dict(run="run", control="digit"), 400, "not trained with control maps"),
+    ("/api/sample", dict(run="ctrl", control="magic"), 400, "control must be 'digit'"),
+    ("/api/sample", dict(run="ctrl", control_digit=10**6), 400, "control_digit must be between 0 and 9999"),
+    ("/api/sample", dict(run="ctrl", control="drawn"), 400, "Draw a control map first"),
+    ("/api/sample", dict(run="ctrl", control="drawn", control_image="data:image/png;base64,AAAA"), 400,
+     "not an image"),
+    ("/api/sample", dict(run="ctrl", control="drawn", control_image=BLANK), 400, "map is empty"),
+    ("/api/sample", dict(run="ctrl", control_scale=-1), 400, "control_scale must be between 0 and 10"),
+    ("/api/sample", dict(run="ctrl", control_scale="nan"), 400, "control_scale must be a number"),
+    ("/api/sample", dict(run="ctrl", drop_control=True), 400, "needs a guidance scale"),
 ])
 def test_bad_requests_get_a_4xx_and_one_sentence(lab, url, body, status, words):
     got, answer = call(lab + url, body)
@@ -133,6 +158,46 @@ def test_sampling_streams_one_frame_per_step_then_the_grid(lab):
     kind, done = got[-1]
     assert kind == "done" and done["n"] == 4 and done["grid"].startswith("data:image/png;base64,")
     assert done["ms_per_image"] > 0
+
+
+def test_a_control_run_samples_from_a_test_digits_map_and_says_how_closely_it_follows(lab, control_run):
+    from tinydiffusion.config import load_config
+    from tinydiffusion.data import load_dataset, to_model_range
+    from tinydiffusion.lab.images import grid_url
+    from tinydiffusion.conditioning.control import control_map
+
+    runs = {r["name"]: r for r in call(f"{lab}/api/runs")[1]}
+    assert runs["ctrl"]["control"]["kind"] == "edges" and runs["run"]["control"] is None
+    status, job = call(f"{lab}/api/sample", dict(run="ctrl", steps=3, n=2, control="digit", control_digit=7,
+                                                 control_scale=0.5, client="ctl"))
+    assert status == 200, job
+    digit = to_model_range(load_dataset("mnist", "test").images[7:8])  # the map is test digit 7's edges
+    assert job["control_map"] == grid_url(control_map(load_config(control_run / "config.json").control.kind, digit) * 2 - 1)
+    assert job["control_source"] == grid_url(digit)
+    got = events(f"{lab}/api/events?job={job['job']}")
+    kind, done = got[-1]
+    assert kind == "done" and [k for k, _ in got].count("frame") == 3
+    assert 0 <= done["fidelity"]["f1"] <= 1 and 0 <= done["fidelity"]["label_accuracy"] <= 1
+    assert done["fidelity"]["n"] == 2
+
+
+def test_a_drawn_map_is_resized_and_binarised_as_the_command_line_does(lab):
+    import numpy as np
+    import torch
+
+    from tinydiffusion.lab.control import drawn_map
+
+    a = np.zeros((56, 56))
+    a[10:46, 26:30] = 255  # a vertical bar, four pixels wide at twice the size
+    maps = drawn_map(_png_url(a), (28, 28))
+    assert maps.shape == (1, 1, 28, 28) and set(maps.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(maps[0, 0].nonzero()[:, 1].unique(), torch.tensor([13, 14]))  # columns 26-29 -> 13-14
+    assert torch.equal(drawn_map(_png_url(255 - a), (28, 28)), maps)  # dark strokes on paper: the same map
+    status, job = call(f"{lab}/api/sample", dict(run="ctrl", steps=2, n=1, control="drawn", control_image=_png_url(a),
+                                                 client="draw"))
+    assert status == 200 and "control_source" not in job, job
+    kind, done = events(f"{lab}/api/events?job={job['job']}")[-1]
+    assert kind == "done" and "label_accuracy" not in done["fidelity"]
 
 
 def test_a_new_request_cancels_the_old_one_of_the_same_client(lab):
@@ -242,6 +307,30 @@ def test_browser_sample_page_streams_five_steps_to_a_grid(lab, page, shots):
     page.click("#go")
     page.wait_for_selector("#error:visible")
     assert "steps must be between 1" in page.inner_text("#error")
+
+
+def test_browser_sample_page_takes_a_drawn_control_map(lab, page, shots):
+    page.goto(f"{lab}/sample?run=ctrl")
+    page.wait_for_selector("#controlrow:visible")
+    assert "edges" in page.inner_text("#controltext")
+    page.select_option("#controlsource", "drawn")
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 70, box["y"] + 20)
+    page.mouse.down()
+    for dx, dy in ((70, 120), (40, 90), (100, 90)):
+        page.mouse.move(box["x"] + dx, box["y"] + dy, steps=8)
+    page.mouse.up()
+    page.fill("#steps", "5")
+    page.fill("#n", "16")
+    page.click("#go")
+    page.wait_for_selector("#final[src^='data:image/png']", timeout=60_000)
+    assert page.get_attribute("#controlmap", "src").startswith("data:image/png")
+    assert "follow the map: F1" in page.inner_text("#status")
+    page.screenshot(path=str(shots / "sample-control.png"), full_page=True)
+    page.click("#clearpad")
+    page.click("#go")
+    page.wait_for_selector("#error:visible")
+    assert "map is empty" in page.inner_text("#error")
 
 
 def test_browser_runs_and_course_pages(lab, page, shots):

@@ -62,8 +62,8 @@ def read_map(path: Path):
     except (UnidentifiedImageError, OSError, ValueError):
         raise UserError(f"{path} is not an image; draw the control map as a PNG (light strokes on black, or dark "
                         "strokes on white).") from None
-    x = torch.from_numpy(a)[None]  # (1, h, w)
-    return 1 - x if x.mean() > 0.5 else x  # mostly light: dark strokes on paper -> bright strokes on black
+    from ..conditioning.control import ink_bright
+    return ink_bright(torch.from_numpy(a)[None])  # (1, h, w)
 
 
 def source_images(spec: str, cfg, meta: dict, n: int, seed: int):

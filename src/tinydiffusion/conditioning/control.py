@@ -101,6 +101,11 @@ def control_map(kind: str, x: torch.Tensor) -> torch.Tensor:
     return CONTROL_MAPS.get(kind)(x)
 
 
+def ink_bright(image01: torch.Tensor) -> torch.Tensor:
+    """A drawing in [0, 1] with bright ink: a mostly light one (dark strokes on paper) is inverted."""
+    return 1 - image01 if image01.mean() > 0.5 else image01
+
+
 def map_from_image(image01: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A map the user drew, (C, h, w) or (B, C, h, w) in [0, 1] (ink bright), resized to `size` (area averaging,
     so thin strokes survive shrinking) and binarised at INK / 2: (B, 1, H, W) in {0, 1}."""

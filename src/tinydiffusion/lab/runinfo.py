@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..checkpoint import CONFIG, latest, load_meta
+from ..conditioning.control import CONTROL_MAPS
 from ..config import load_config
 from ..errors import UserError
 from ..samplers import SAMPLERS
@@ -42,14 +43,16 @@ class RunList:
 
 
 def summary(name: str, run_dir: Path) -> dict:
-    """What the sample page's form needs: classes, text, the run's sampler and steps."""
+    """What the sample page's form needs: classes, text, control maps, the run's sampler and steps."""
     cfg = load_config(run_dir / CONFIG)
     meta = load_meta(run_dir, latest(run_dir))
     return dict(name=name, dir=str(run_dir), step=meta.get("step"), model=cfg.model.name, path=cfg.diffusion.path,
                 T=cfg.diffusion.T, prediction=cfg.diffusion.prediction, num_classes=int(meta.get("num_classes", 0)),
                 class_names=meta.get("class_names"), text=bool(cfg.data.text), sampler=cfg.sample.sampler,
                 steps=cfg.sample.steps, samplers={n: SAMPLERS.text(n) for n in SAMPLERS},
-                latent=bool(meta.get("autoencoder")))
+                latent=bool(meta.get("autoencoder")),
+                control=dict(kind=cfg.control.kind, scale=cfg.control.scale, text=CONTROL_MAPS.text(cfg.control.kind))
+                if cfg.control.base else None)
 
 
 def _step_of(png: Path) -> int:

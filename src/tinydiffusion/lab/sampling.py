@@ -1,4 +1,5 @@
-"""The sample page's jobs: validate a request, sample a run in a thread, stream its frames (x_t, x0_hat per step).
+"""The sample page's jobs: validate a request, sample a run in a thread, stream its frames (x_t, x0_hat per step);
+a ControlNet run's map comes from lab/control.py and the final event says how closely the samples follow it.
 
 One job per client: a client's new request cancels its old job (the callback raises Cancelled at the next step).
 """
@@ -17,7 +18,9 @@ from ..errors import UserError
 from ..runs import conditioning, load_run, sample_conditional
 from ..samplers import SAMPLERS
 from ..timesteps import time_grid
+from .control import control_request, follows
 from .images import grid_url
+from .params import number
 
 MAX_N, MAX_STEPS = 64, 1000
 
@@ -26,35 +29,26 @@ class Cancelled(Exception):
     """Raised inside the sampler's callback to stop a job whose client asked for another."""
 
 
-def _number(params: dict, key: str, kind, default=None):
-    value = params.get(key, default)
-    if value is None or value == "":
-        return default
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{key} must be a {'whole number' if kind is int else 'number'}, got '{value}'.") from None
-
-
 def parse_request(params: dict, run_dir: Path) -> dict:
     """The sampling arguments of a request, checked against the run before any sampling (UserError if bad)."""
     cfg, _, path, meta = load_run(run_dir)
-    n = _number(params, "n", int, 16)
+    n = number(params, "n", int, 16)
     if not 1 <= n <= MAX_N:
         raise UserError(f"n must be between 1 and {MAX_N} images, got {n}.")
-    steps = _number(params, "steps", int, cfg.sample.steps)
+    steps = number(params, "steps", int, cfg.sample.steps)
     if not 1 <= steps <= MAX_STEPS:
         raise UserError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
     sampler = SAMPLERS.check(str(params.get("sampler") or cfg.sample.sampler))
     time_grid(path, steps, cfg.sample.spacing, cfg.sample.shift)  # e.g. more steps than a DDPM table has
-    seed = _number(params, "seed", int, 0)
-    guidance = _number(params, "guidance", float, None)
-    label = _number(params, "class", int, None)
+    seed = number(params, "seed", int, 0)
+    guidance = number(params, "guidance", float, None)
+    label = number(params, "class", int, None)
     prompt = str(params.get("prompt") or "").strip() or None
     labels = None if label is None else torch.full((n,), label)
     prompts = None if prompt is None else [prompt] * n
     conditioning(cfg, meta, labels=labels, prompts=prompts, guidance=guidance, encode=False)  # class range, text run
-    return dict(n=n, steps=steps, sampler=sampler, seed=seed, guidance=guidance, labels=labels, prompts=prompts)
+    return dict(n=n, steps=steps, sampler=sampler, seed=seed, guidance=guidance, labels=labels, prompts=prompts,
+                **control_request(params, cfg, meta, n, guidance))  # a ControlNet run's map, scale, pictures
 
 
 class Job:
@@ -86,11 +80,16 @@ class Job:
         try:
             images, labels = sample_conditional(self.run_dir, a["n"], sampler=a["sampler"], steps=a["steps"],
                                                 seed=a["seed"], labels=a["labels"], prompts=a["prompts"],
-                                                guidance=a["guidance"], batch_size=a["n"], callback=self._callback)
+                                                guidance=a["guidance"], batch_size=a["n"], callback=self._callback,
+                                                control=a.get("control"), control_scale=a.get("control_scale"),
+                                                drop_control=a.get("drop_control", False))
             seconds = time.perf_counter() - self.start
-            self.events.put(("done", dict(grid=grid_url(images, math.ceil(math.sqrt(a["n"]))), seconds=seconds,
-                                          ms_per_image=seconds / a["n"] * 1000, n=a["n"], steps=a["steps"],
-                                          labels=None if labels is None else labels.tolist())))
+            done = dict(grid=grid_url(images, math.ceil(math.sqrt(a["n"]))), seconds=seconds,
+                        ms_per_image=seconds / a["n"] * 1000, n=a["n"], steps=a["steps"],
+                        labels=None if labels is None else labels.tolist())
+            if a.get("control") is not None:  # after the timing: the fidelity is not part of sampling
+                done["fidelity"] = follows(images, a)
+            self.events.put(("done", done))
         except Cancelled:
             self.events.put(("cancelled", dict(message="A newer request replaced this one.")))
         except UserError as e:

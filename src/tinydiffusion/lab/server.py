@@ -138,7 +138,8 @@ class Handler(BaseHTTPRequestHandler):
             run_dir = self.lab.runs.get(body.get("run"))
             args = sampling.parse_request(body, run_dir)  # UserError -> 400 before anything runs
             job = self.lab.jobs.start(str(body.get("client") or self.client_address[0]), run_dir, args)
-            return self._json(dict(job=job.id, n=args["n"], steps=args["steps"], sampler=args["sampler"]))
+            return self._json(dict(job=job.id, n=args["n"], steps=args["steps"], sampler=args["sampler"],
+                                   **args.get("pictures", {})))  # a ControlNet run: its map as the net reads it
         raise LookupError(f"No endpoint POST {path}.")
 
     # ------------------------------------------------------------------------------------------ answers
