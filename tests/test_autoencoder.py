@@ -51,5 +51,5 @@ def test_the_loss_is_the_l1_sum_plus_the_weighted_kl_per_image():
     recon, mean, log_var = ae(x, torch.Generator().manual_seed(1))
     want_l1 = (recon - x).abs().flatten(1).sum(1)
     want = (want_l1 + 0.5 * gaussian_kl(mean, log_var)).mean()
-    assert torch.allclose(loss, want) and math.isclose(float(l1), float(want_l1.mean()) / 784, rel_tol=1e-5)
-    assert math.isclose(float(kl), float(gaussian_kl(mean, log_var).mean()) / (4 * 7 * 7), rel_tol=1e-5)
+    assert torch.allclose(loss, want) and math.isclose(float(l1.detach()), float(want_l1.detach().mean()) / 784, rel_tol=1e-5)
+    assert math.isclose(float(kl.detach()), float(gaussian_kl(mean, log_var).detach().mean()) / (4 * 7 * 7), rel_tol=1e-5)
