@@ -14,8 +14,11 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import CONFIG, latest, load_meta
+from ..config import load_config
 from ..errors import UserError
-from ..runs import conditioning, load_run, sample_conditional
+from ..paths import make_path
+from ..runs import conditioning, sample_conditional
 from ..samplers import SAMPLERS
 from ..timesteps import time_grid
 from .control import control_request, follows
@@ -31,7 +34,9 @@ class Cancelled(Exception):
 
 def parse_request(params: dict, run_dir: Path) -> dict:
     """The sampling arguments of a request, checked against the run before any sampling (UserError if bad)."""
-    cfg, _, path, meta = load_run(run_dir)
+    # config and meta only: the job loads the weights once (loading them here too doubled a ControlNet's first frame)
+    cfg, meta = load_config(run_dir / CONFIG), load_meta(run_dir, latest(run_dir))
+    path = make_path(cfg.diffusion.path, cfg.diffusion.T)
     n = number(params, "n", int, 16)
     if not 1 <= n <= MAX_N:
         raise UserError(f"n must be between 1 and {MAX_N} images, got {n}.")
